@@ -1,0 +1,18 @@
+r"""Deterministic autoencoder of Ch. 2: encoder 784-512-256-32, decoder back.
+
+The loss is −log p(x | g(f(x))) of the Gaussian decoder with fixed σ, i.e. the
+squared reconstruction error ‖x − g(f(x))‖² up to scale and constant.
+
+  python -m experiments.train --config=experiments/configs/autoencoder.py --workdir=workdirs/ae
+"""
+
+from vae_jax import config as config_lib
+
+
+def get_config(arg: str = ""):
+  config = config_lib.default_config()
+  config.objective.name = "ae"
+  config.model.likelihood = "gaussian"
+  config.training.num_epochs = 10 if arg != "quick" else 2
+  config.eval.is_num_samples = 0
+  return config

@@ -1,0 +1,35 @@
+r"""Trains one experiment: `python -m experiments.train --config=... --workdir=...`.
+
+  python -m experiments.train --config=experiments/configs/default.py --workdir=workdirs/default
+  python -m experiments.train --config=experiments/configs/default.py:quick \
+      --config.model.latent_dim=2 --workdir=workdirs/latent2
+
+Rerunning the same command resumes from the newest checkpoint in --workdir.
+Errors the user can fix (bad config values, missing data, an unusable workdir,
+divergence) print one line and exit with status 1.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  with cli.one_line_errors():
+    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,122 @@
+"""The experiment configuration: every field, its default, and its checks.
+
+Experiment files in `experiments/configs/` start from `default_config()` and
+change what they need. The returned `ml_collections.ConfigDict` is
+type-safe (assigning a string to an int field fails) and, once locked, a typo
+in a field name fails too (`--config.model.latent_dm=2` is an error).
+`validate` checks the values and raises `ValueError` with a one-line message
+naming the field, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+OBJECTIVES = ("elbo", "iwae", "ae")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
+NAN_POLICIES = ("stop", "skip")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The default experiment: an MLP VAE 784-512-256-32 on MNIST."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "mnist"          # mnist | fashion_mnist | binarized_mnist | dynamic_binarized_mnist
+  config.data.raw_data_dir = ""       # offline: folder <name>/<raw files>; "" -> $VAE_JAX_RAW_DATA_DIR
+  config.data.data_dir = ""           # TFDS data_dir; "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+  config.data.train_subset = 0        # >0: train on the first N training examples only (tests, quick runs)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.architecture = "mlp"   # mlp | conv
+  config.model.hidden_widths = (512, 256)
+  config.model.latent_dim = 32
+  config.model.activation = "relu"
+  config.model.likelihood = "bernoulli"  # bernoulli | gaussian | gaussian_learned | continuous_bernoulli
+  config.model.gaussian_scale = 0.1
+  config.model.conv_channels = (32, 64)
+
+  config.objective = ml_collections.ConfigDict()
+  config.objective.name = "elbo"      # elbo | iwae | ae
+  config.objective.num_samples = 1    # k of the IWAE bound
+  config.objective.beta = 1.0         # β-VAE weight of the KL term
+  config.objective.kl_warmup_steps = 0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = "constant"
+  config.optimizer.warmup_steps = 0
+  config.optimizer.decay_rate = 0.1   # exponential: lr · decay_rate^(step / total_steps)
+  config.optimizer.momentum = 0.9
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.weight_decay = 1e-4  # adamw only
+  config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
+
+  config.training = ml_collections.ConfigDict()
+  config.training.batch_size = 128
+  config.training.num_epochs = 20
+  config.training.steps_per_scan = 50     # steps fused into one lax.scan; 1 = per-step loop
+  config.training.log_every_steps = 50
+  config.training.checkpoint_every_steps = 1000
+  config.training.keep_checkpoints = 3
+  config.training.eval_every_epochs = 1
+  config.training.nan_policy = "stop"     # stop | skip
+  config.training.progress_bar = True
+  config.training.tensorboard = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 500
+  config.eval.num_examples = 0          # 0 = the whole split
+  config.eval.is_num_samples = 5000     # k of the final importance-sampled log-likelihood; 0 skips it
+  config.eval.is_chunk_size = 500
+  config.eval.write_images = True
+  config.eval.write_figures = True      # figures of the trained model at the end of training
+  return config
+
+
+def _fail(field: str, value, problem: str, fix: str):
+  raise ValueError(f"config.{field}={value!r}: {problem}; {fix}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the values that types alone cannot (raises ValueError)."""
+  from vae_jax import activations, data  # pylint: disable=g-import-not-at-top
+  if config.data.name not in data.DATASETS:
+    _fail("data.name", config.data.name, "unknown dataset", f"choose one of {', '.join(data.DATASETS)}")
+  if config.data.train_subset < 0:
+    _fail("data.train_subset", config.data.train_subset, "must be ≥ 0", "use 0 for the whole split")
+  if config.model.latent_dim <= 0:
+    _fail("model.latent_dim", config.model.latent_dim, "must be ≥ 1", "give a positive latent dimension")
+  activations.get(config.model.activation)
+  if config.objective.name not in OBJECTIVES:
+    _fail("objective.name", config.objective.name, "unknown objective", f"choose one of {', '.join(OBJECTIVES)}")
+  if config.objective.num_samples < 1:
+    _fail("objective.num_samples", config.objective.num_samples, "k must be ≥ 1", "use k=1 for the ELBO")
+  if config.objective.beta < 0:
+    _fail("objective.beta", config.objective.beta, "β must be ≥ 0", "use β=1 for the ELBO")
+  if config.objective.kl_warmup_steps < 0:
+    _fail("objective.kl_warmup_steps", config.objective.kl_warmup_steps, "must be ≥ 0", "use 0 for no warm-up")
+  if config.optimizer.name not in OPTIMIZERS:
+    _fail("optimizer.name", config.optimizer.name, "unknown optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
+  if config.optimizer.schedule not in SCHEDULES:
+    _fail("optimizer.schedule", config.optimizer.schedule, "unknown schedule", f"choose one of {', '.join(SCHEDULES)}")
+  if not config.optimizer.learning_rate > 0:
+    _fail("optimizer.learning_rate", config.optimizer.learning_rate, "must be > 0", "give a positive learning rate")
+  if config.optimizer.grad_clip_norm < 0:
+    _fail("optimizer.grad_clip_norm", config.optimizer.grad_clip_norm, "must be ≥ 0", "use 0 to disable clipping")
+  for field in ("batch_size", "num_epochs", "steps_per_scan", "log_every_steps",
+                "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs"):
+    if getattr(config.training, field) < 1:
+      _fail(f"training.{field}", getattr(config.training, field), "must be ≥ 1", "give a positive integer")
+  if config.training.nan_policy not in NAN_POLICIES:
+    _fail("training.nan_policy", config.training.nan_policy, "unknown policy", f"choose one of {', '.join(NAN_POLICIES)}")
+  if config.eval.batch_size < 1:
+    _fail("eval.batch_size", config.eval.batch_size, "must be ≥ 1", "give a positive integer")
+  if config.eval.is_num_samples < 0 or config.eval.is_chunk_size < 1:
+    _fail("eval.is_num_samples", config.eval.is_num_samples, "k must be ≥ 0 with chunk ≥ 1",
+          "use 0 to skip the importance-sampled estimate")

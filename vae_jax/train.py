@@ -1,0 +1,245 @@
+"""`train_and_evaluate(config, workdir)`: the training loop around the jitted step.
+
+The loop walks through epochs of the in-memory training split. Epoch e's order
+is `data.epoch_permutation(seed, e)` and step t's randomness is
+`fold_in(key, t)`, so a run is a deterministic function of its config: the
+state at step t does not depend on how often the process was restarted.
+
+Steps are fused in blocks of `training.steps_per_scan` inside one `lax.scan`.
+Block boundaries lie at fixed steps (multiples of the block length inside each
+epoch, and each epoch's end), checkpoints are written only there, and so a
+resumed run executes exactly the same compiled programs on exactly the same
+inputs as an uninterrupted one: on CPU its parameters are bit-identical.
+
+Workdir layout:
+  config.json          the config of the run (a rerun must match its model)
+  checkpoints/<step>/  orbax checkpoints (the last `keep_checkpoints`)
+  metrics.jsonl        train/validation/test records, TensorBoard in tensorboard/
+  images/              reconstruction and sample grids at every evaluation
+  results.json         final test metrics (written last: its presence means done)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vae_jax import checkpoints as checkpoints_lib
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import evaluation
+from vae_jax import image_grid
+from vae_jax import metrics as metrics_lib
+from vae_jax import optimizers
+from vae_jax import training
+from vae_jax import vae as vae_lib
+
+# Fixed key for binarising evaluation splits of dynamically binarised MNIST, so
+# that every run (any seed) is evaluated on the same binary test images.
+EVAL_BINARIZATION_SEED = 2016
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or gradients became NaN/inf under nan_policy="stop"."""
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot be used (unwritable, or it holds a different run)."""
+
+
+def build_model(config: ml_collections.ConfigDict) -> vae_lib.VAE:
+  """The model spec of `config` (a deterministic autoencoder for objective "ae")."""
+  info = data_lib.dataset_info(config.data.name)
+  model = vae_lib.VAE.from_config(config.model, info.image_shape)
+  return dataclasses.replace(model, stochastic=config.objective.name != "ae")
+
+
+def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
+  """A split as in memory, evaluation splits of dynamic MNIST binarised once."""
+  loaded = data_lib.load_split(
+      config.data.name, split, data_dir=config.data.data_dir or None,
+      raw_data_dir=config.data.raw_data_dir or None)
+  images, labels = loaded.images, loaded.labels
+  if split == "train" and config.data.train_subset:
+    images = images[:config.data.train_subset]
+    labels = None if labels is None else labels[:config.data.train_subset]
+  elif split != "train" and config.eval.num_examples:
+    images = images[:config.eval.num_examples]
+    labels = None if labels is None else labels[:config.eval.num_examples]
+  if split != "train" and data_lib.dataset_info(config.data.name).dynamic_binarization:
+    key = jax.random.PRNGKey(EVAL_BINARIZATION_SEED)
+    images = np.asarray(data_lib.binarize(key, jnp.asarray(images)))
+  return data_lib.Split(images=images, labels=labels)
+
+
+def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Checks the workdir is writable and holds no run of another config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(
+        f"workdir {workdir} is not writable ({e.strerror}); choose another --workdir"
+        " or fix its permissions.") from e
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    changed = [k for k in ("data", "model", "objective", "optimizer", "seed")
+               if previous.get(k) != current.get(k)]
+    batch_changed = previous.get("training", {}).get("batch_size") != current["training"]["batch_size"]
+    if changed or batch_changed:
+      fields = changed + (["training.batch_size"] if batch_changed else [])
+      raise WorkdirError(
+          f"workdir {workdir} holds a run with a different {', '.join(fields)};"
+          " use a new --workdir, or the config of that run to resume it.")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(current, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _block_length(step: int, steps_per_epoch: int, block: int) -> int:
+  """Steps of the block that starts at `step` (blocks never cross an epoch)."""
+  offset = step % steps_per_epoch
+  return min(block - offset % block, steps_per_epoch - offset)
+
+
+def write_images(model, params, images, key, path_prefix: str, image_shape) -> None:
+  """Reconstruction grid (inputs above reconstructions) and prior samples."""
+  inputs = images[:10]
+  recon = jax.vmap(model.reconstruct, in_axes=(None, 0))(params, jnp.asarray(inputs))
+  image_grid.save_grid(np.concatenate([inputs, np.asarray(recon)]),
+                       f"{path_prefix}_reconstructions.png", image_shape)
+  if model.stochastic:
+    samples = model.sample(params, key, 100)
+    image_grid.save_grid(np.asarray(samples), f"{path_prefix}_samples.png", image_shape)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming what is there) and returns the test metrics."""
+  config_lib.validate(config)
+  workdir = os.fspath(workdir)
+  primary = jax.process_index() == 0
+  results_path = os.path.join(workdir, "results.json")
+  model = build_model(config)
+  info = data_lib.dataset_info(config.data.name)
+  train_images = load_data(config, "train").images
+  steps_per_epoch = data_lib.num_batches(len(train_images), config.training.batch_size)
+  total_steps = config.training.num_epochs * steps_per_epoch
+  _prepare_workdir(config, workdir)
+
+  optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
+  state = training.init_state(model, optimizer, config.seed, config.objective.beta)
+  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints)
+  restored, _ = store.restore_latest(state)
+  if restored is not None:
+    state = restored
+    logging.info("resuming from step %d", int(state.step))
+  if int(state.step) >= total_steps and os.path.exists(results_path):
+    with open(results_path) as f:
+      return json.load(f)
+
+  step_fn = training.make_step_fn(
+      model, optimizer, objective=config.objective.name,
+      num_samples=config.objective.num_samples,
+      kl_warmup_steps=config.objective.kl_warmup_steps,
+      dynamic_binarization=info.dynamic_binarization)
+  train_steps = training.jit_train_steps(step_fn)
+  writer = metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard and primary)
+  validation = load_data(config, "validation").images
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
+  progress = _progress_bar(config, int(state.step), total_steps)
+
+  step = int(state.step)
+  epoch_data, epoch_of_data = None, -1
+  start = time.time()
+  try:
+    while step < total_steps:
+      epoch = step // steps_per_epoch
+      if epoch != epoch_of_data:
+        epoch_data = jax.device_put(data_lib.epoch_batches(
+            train_images, config.training.batch_size, config.seed, epoch))
+        epoch_of_data = epoch
+      offset = step % steps_per_epoch
+      length = _block_length(step, steps_per_epoch, config.training.steps_per_scan)
+      state, measured = train_steps(state, epoch_data[offset:offset + length])
+      measured = jax.device_get(measured)
+      first, step = step, step + length
+      _check_finite(config, measured, first, store)
+      log_every = config.training.log_every_steps
+      writer.write_many("train", (
+          (first + i + 1, {k: v[i] for k, v in measured.items()})
+          for i in range(length) if (first + i + 1) % log_every == 0))
+      progress.update(length)
+      progress.set_postfix(loss=f"{float(measured['loss'][-1]):.2f}", refresh=False)
+
+      epoch_done = step % steps_per_epoch == 0
+      if epoch_done and (step // steps_per_epoch) % config.training.eval_every_epochs == 0:
+        scores = evaluation.evaluate(model, state.params, validation, jax.random.fold_in(eval_key, step),
+                                     batch_size=config.eval.batch_size)
+        writer.write(step, "validation", dict(scores, epoch=step // steps_per_epoch,
+                                              wall_time=time.time() - start))
+        if primary and config.eval.write_images:
+          write_images(model, state.params, validation, jax.random.fold_in(eval_key, step),
+                       os.path.join(workdir, "images", f"epoch{step // steps_per_epoch:04d}"),
+                       info.image_shape)
+      crossed = step // config.training.checkpoint_every_steps != first // config.training.checkpoint_every_steps
+      if crossed or epoch_done or step == total_steps:
+        writer.flush()
+        store.save(state, {"epoch": step / steps_per_epoch})
+  finally:
+    progress.close()
+    writer.flush()
+
+  test = load_data(config, "test").images
+  scores = evaluation.evaluate(
+      model, state.params, test, jax.random.fold_in(eval_key, -1), batch_size=config.eval.batch_size,
+      num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
+      chunk_size=config.eval.is_chunk_size)
+  results = dict(scores, step=step, epochs=config.training.num_epochs,
+                 skipped_updates=int(state.skipped), num_test_examples=len(test),
+                 train_wall_time_s=time.time() - start)
+  writer.write(step, "test", results)
+  writer.close()
+  if primary:
+    if config.eval.write_images:
+      write_images(model, state.params, test, eval_key, os.path.join(workdir, "images", "final"),
+                   info.image_shape)
+    tmp = results_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(results, f, indent=2)
+    os.replace(tmp, results_path)
+  store.close()
+  return results
+
+
+def _check_finite(config, measured, first_step: int, store) -> None:
+  bad = np.flatnonzero(np.asarray(measured["finite"]) == 0)
+  if bad.size and config.training.nan_policy == "stop":
+    steps = store.steps()
+    raise TrainingDiverged(
+        f"the loss or gradients became NaN/inf at step {first_step + int(bad[0]) + 1};"
+        f" the last good checkpoint is step {steps[-1] if steps else 'none'} in {store.directory}"
+        " (kept); lower the learning rate, clip gradients (optimizer.grad_clip_norm) or set"
+        " training.nan_policy=skip.")
+  if bad.size:
+    logging.warning("skipped %d non-finite updates after step %d", bad.size, first_step)
+
+
+def _progress_bar(config, initial: int, total: int):
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                   disable=not config.training.progress_bar or jax.process_index() != 0)

@@ -1,0 +1,106 @@
+"""The training state and the single jit-compiled optax update (Ch. 1.2).
+
+One step is: draw this step's randomness from `fold_in(key, step)`, binarise
+the batch if the dataset asks for it, compute the loss and its gradient with
+`jax.value_and_grad`, take an optax update, and return the new state with the
+step's measurements. The same pure function runs per step under `jax.jit`
+(`jit_train_step`) or over a block of steps inside one `lax.scan`
+(`jit_train_steps`), and can be vmapped over a batch of states
+(`vae_jax.seeds`).
+
+A non-finite loss or gradient never reaches the parameters: the update is
+dropped, `skipped` is counted, and the measurement `finite` is 0 so that the
+training loop can stop (nan_policy="stop") or go on (nan_policy="skip").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vae_jax import data as data_lib
+from vae_jax import objectives
+from vae_jax import vae as vae_lib
+
+
+class TrainState(NamedTuple):
+  """Everything a step reads and writes; a pytree that orbax saves as is."""
+  step: jax.Array        # int32 scalar: number of updates taken
+  params: Any            # {"encoder": θ_f, "decoder": θ_g, ...}
+  opt_state: Any         # optax state (holds the learning rate)
+  key: jax.Array         # uint32[2] root key of this run; step keys are fold_in(key, step)
+  beta: jax.Array        # float32 scalar: β of the β-VAE (a traced value, so it can be vmapped)
+  skipped: jax.Array     # int32 scalar: updates dropped for non-finite values
+
+
+def init_state(model: vae_lib.VAE, optimizer: optax.GradientTransformation,
+               seed, beta=1.0) -> TrainState:
+  """The state before the first step: θ from `fold_in(PRNGKey(seed), 0)`."""
+  root = jax.random.PRNGKey(seed)
+  params = model.init(jax.random.fold_in(root, 0))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+      key=jax.random.fold_in(root, 1), beta=jnp.asarray(beta, jnp.float32),
+      skipped=jnp.zeros((), jnp.int32))
+
+
+def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
+                 objective: str, num_samples: int = 1, kl_warmup_steps: int = 0,
+                 dynamic_binarization: bool = False) -> Callable:
+  """Returns the pure update `step_fn(state, batch) -> (state, measurements)`.
+
+  Args:
+    model: the VAE (or deterministic autoencoder) spec.
+    optimizer: an optax transformation.
+    objective: "elbo", "iwae" or "ae" (see `objectives.batch_loss`).
+    num_samples: k of the IWAE bound.
+    kl_warmup_steps: β_t = β · min(1, t / kl_warmup_steps).
+    dynamic_binarization: resample x ~ Bernoulli(x) at every step.
+  """
+
+  def loss_fn(params, batch, key, beta):
+    return objectives.batch_loss(model, params, batch, key, objective=objective,
+                                 num_samples=num_samples, beta=beta)
+
+  def step_fn(state: TrainState, batch: jax.Array):
+    step_key = jax.random.fold_in(state.key, state.step)
+    data_key, loss_key = jax.random.split(step_key)
+    if dynamic_binarization:
+      batch = data_lib.binarize(data_key, batch)
+    beta = state.beta * objectives.kl_warmup(state.step, kl_warmup_steps)
+    (loss, measurements), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, loss_key, beta)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(
+        step=state.step + 1, params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state), key=state.key, beta=state.beta,
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+    measurements = dict(measurements, grad_norm=grad_norm,
+                        param_norm=optax.global_norm(new_state.params),
+                        beta=beta, finite=finite.astype(jnp.float32))
+    return new_state, measurements
+
+  return step_fn
+
+
+def jit_train_step(step_fn: Callable) -> Callable:
+  """`step_fn` under one `jax.jit`, donating the old state."""
+  return jax.jit(step_fn, donate_argnums=0)
+
+
+def scan_steps(step_fn: Callable) -> Callable:
+  """`(state, batches[n, B, D]) -> (state, measurements[n])` as one `lax.scan`."""
+  return lambda state, batches: jax.lax.scan(step_fn, state, batches)
+
+
+def jit_train_steps(step_fn: Callable) -> Callable:
+  """`scan_steps` under one `jax.jit`; the data is an argument, never a constant."""
+  return jax.jit(scan_steps(step_fn), donate_argnums=0)
