@@ -23,6 +23,7 @@ setuptools.setup(
         # TFDS needs TensorFlow to prepare datasets (see BUILD.md); the CPU
         # build is enough and never touches an accelerator.
         "tensorflow-cpu>=2.16",
+        "tensorboard>=2.16",  # event files (flax.metrics.tensorboard)
         "importlib_resources>=6.0",
         "pillow>=10.0",
         "matplotlib>=3.8",

@@ -1,9 +1,14 @@
 """Shared command-line behaviour: user errors become one line and exit code 1."""
 
 import contextlib
+import os
 import sys
 
 from absl import app
+from absl import logging
+
+# TensorFlow (used by TFDS to prepare data) logs every op placement otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # Errors that mean "the input is wrong" rather than "the program is wrong".
@@ -26,5 +31,11 @@ def one_line_errors():
 
 def run(main):
   """absl's app.run, with flag parsing errors (e.g. config typos) kept to one line too."""
+  def quiet_main(argv):
+    # orbax logs every checkpoint at INFO; show warnings unless -v/--verbosity is given.
+    if not any(a.startswith(("-v", "--v")) for a in sys.argv[1:]):
+      logging.set_verbosity(logging.WARNING)
+    return main(argv)
+
   with one_line_errors():
-    app.run(main)
+    app.run(quiet_main)

@@ -206,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   test = load_data(config, "test").images
   scores = evaluation.evaluate(
-      model, state.params, test, jax.random.fold_in(eval_key, -1), batch_size=config.eval.batch_size,
+      model, state.params, test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
       num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
       chunk_size=config.eval.is_chunk_size)
   results = dict(scores, step=step, epochs=config.training.num_epochs,
