@@ -28,6 +28,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.raw_data_dir = ""       # offline: folder <name>/<raw files>; "" -> $VAE_JAX_RAW_DATA_DIR
   config.data.data_dir = ""           # TFDS data_dir; "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.train_subset = 0        # >0: train on the first N training examples only (tests, quick runs)
+  config.data.exclude_label = -1      # ≥0: drop this class from every split (anomaly detection); -1 keeps all
 
   config.model = ml_collections.ConfigDict()
   config.model.architecture = "mlp"   # mlp | conv
@@ -90,6 +91,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail("data.name", config.data.name, "unknown dataset", f"choose one of {', '.join(data.DATASETS)}")
   if config.data.train_subset < 0:
     _fail("data.train_subset", config.data.train_subset, "must be ≥ 0", "use 0 for the whole split")
+  if not -1 <= config.data.exclude_label <= 9:
+    _fail("data.exclude_label", config.data.exclude_label, "must be a class 0–9 or -1", "use -1 to keep every class")
   if config.model.latent_dim <= 0:
     _fail("model.latent_dim", config.model.latent_dim, "must be ≥ 1", "give a positive latent dimension")
   activations.get(config.model.activation)

@@ -68,6 +68,12 @@ def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
       config.data.name, split, data_dir=config.data.data_dir or None,
       raw_data_dir=config.data.raw_data_dir or None)
   images, labels = loaded.images, loaded.labels
+  if config.data.exclude_label >= 0:
+    if labels is None:
+      raise ValueError(f"config.data.exclude_label={config.data.exclude_label}: {config.data.name}"
+                       " has no labels; use -1 or a labelled dataset.")
+    keep = labels != config.data.exclude_label
+    images, labels = images[keep], labels[keep]
   if split == "train" and config.data.train_subset:
     images = images[:config.data.train_subset]
     labels = None if labels is None else labels[:config.data.train_subset]
