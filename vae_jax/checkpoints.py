@@ -39,8 +39,10 @@ def state_digest(state: Any) -> str:
 
 
 def abstract_like(state: Any) -> Any:
-  """Shapes and dtypes of `state`, the target that restoring must match."""
-  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
+  """Shapes, dtypes and shardings of `state`, the target that restoring must match."""
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)),
+      state)
 
 
 class CheckpointStore:

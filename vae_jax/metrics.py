@@ -74,3 +74,19 @@ class MetricsWriter:
     self._file.close()
     if self._summary is not None:
       self._summary.close()
+
+
+class NullWriter:
+  """A `MetricsWriter` that writes nothing (processes other than 0 of a multi-host run)."""
+
+  def write(self, step: int, split: str, scalars: dict) -> None:
+    del step, split, scalars
+
+  def write_many(self, split: str, records: Iterable[tuple[int, dict]]) -> None:
+    del split, records
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass

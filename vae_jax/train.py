@@ -39,6 +39,7 @@ from vae_jax import evaluation
 from vae_jax import image_grid
 from vae_jax import metrics as metrics_lib
 from vae_jax import optimizers
+from vae_jax import sharding
 from vae_jax import training
 from vae_jax import vae as vae_lib
 
@@ -111,10 +112,11 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise WorkdirError(
           f"workdir {workdir} holds a run with a different {', '.join(fields)};"
           " use a new --workdir, or the config of that run to resume it.")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(current, f, indent=2)
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(current, f, indent=2)
+    os.replace(tmp, path)
 
 
 def _block_length(step: int, steps_per_epoch: int, block: int) -> int:
@@ -139,6 +141,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_lib.validate(config)
   workdir = os.fspath(workdir)
   primary = jax.process_index() == 0
+  mesh = sharding.make_mesh()  # all devices of all processes; batches split, state replicated
+  sharding.check_batch_size(config.training.batch_size, mesh)
   results_path = os.path.join(workdir, "results.json")
   model = build_model(config)
   info = data_lib.dataset_info(config.data.name)
@@ -148,7 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _prepare_workdir(config, workdir)
 
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
-  state = training.init_state(model, optimizer, config.seed, config.objective.beta)
+  state = sharding.replicate(
+      training.init_state(model, optimizer, config.seed, config.objective.beta), mesh)
   store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints)
   restored, _ = store.restore_latest(state)
   if restored is not None:
@@ -164,7 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       kl_warmup_steps=config.objective.kl_warmup_steps,
       dynamic_binarization=info.dynamic_binarization)
   train_steps = training.jit_train_steps(step_fn)
-  writer = metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard and primary)
+  writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard)
+            if primary else metrics_lib.NullWriter())
   validation = load_data(config, "validation").images
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   progress = _progress_bar(config, int(state.step), total_steps)
@@ -176,8 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     while step < total_steps:
       epoch = step // steps_per_epoch
       if epoch != epoch_of_data:
-        epoch_data = jax.device_put(data_lib.epoch_batches(
-            train_images, config.training.batch_size, config.seed, epoch))
+        epoch_data = sharding.put_epoch(
+            train_images, config.training.batch_size, config.seed, epoch, mesh)
         epoch_of_data = epoch
       offset = step % steps_per_epoch
       length = _block_length(step, steps_per_epoch, config.training.steps_per_scan)
@@ -195,11 +201,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       epoch_done = step % steps_per_epoch == 0
       if epoch_done and (step // steps_per_epoch) % config.training.eval_every_epochs == 0:
         scores = evaluation.evaluate(model, state.params, validation, jax.random.fold_in(eval_key, step),
-                                     batch_size=config.eval.batch_size)
+                                     batch_size=config.eval.batch_size, mesh=mesh)
         writer.write(step, "validation", dict(scores, epoch=step // steps_per_epoch,
                                               wall_time=time.time() - start))
         if primary and config.eval.write_images:
-          write_images(model, state.params, validation, jax.random.fold_in(eval_key, step),
+          write_images(model, sharding.host_copy(state.params), validation, jax.random.fold_in(eval_key, step),
                        os.path.join(workdir, "images", f"epoch{step // steps_per_epoch:04d}"),
                        info.image_shape)
       crossed = step // config.training.checkpoint_every_steps != first // config.training.checkpoint_every_steps
@@ -214,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   scores = evaluation.evaluate(
       model, state.params, test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
       num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
-      chunk_size=config.eval.is_chunk_size)
+      chunk_size=config.eval.is_chunk_size, mesh=mesh)
   results = dict(scores, step=step, epochs=config.training.num_epochs,
                  skipped_updates=int(state.skipped), num_test_examples=len(test),
                  train_wall_time_s=time.time() - start)
@@ -222,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   if primary:
     if config.eval.write_images:
-      write_images(model, state.params, test, eval_key, os.path.join(workdir, "images", "final"),
+      write_images(model, sharding.host_copy(state.params), test, eval_key, os.path.join(workdir, "images", "final"),
                    info.image_shape)
     tmp = results_path + ".tmp"
     with open(tmp, "w") as f:
