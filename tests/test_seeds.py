@@ -1,0 +1,74 @@
+"""Members trained in one vmapped program equal separate runs with their seed, β and η."""
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from conftest import tiny_config
+from vae_jax import checkpoints, config as config_lib, data, optimizers, seeds, train, training
+from vae_jax import vae as vae_lib
+
+
+def test_member_indices_are_the_epoch_batches_of_each_seed():
+  images = np.arange(103 * 2, dtype=np.float32).reshape(103, 2)
+  indices = seeds.member_indices([4, 0, 9], epoch=2, num_examples=103, batch_size=10)
+  assert indices.shape == (3, 10, 10) and indices.dtype == np.int32
+  for i, seed in enumerate([4, 0, 9]):
+    np.testing.assert_array_equal(images[indices[i]], data.epoch_batches(images, 10, seed, 2))
+
+
+def test_init_states_stacks_seeds_betas_and_learning_rates():
+  config = config_lib.default_config()
+  model = vae_lib.VAE(hidden_widths=(8,), latent_dim=2)
+  optimizer = optimizers.make_optimizer(config.optimizer, 10)
+  states = seeds.init_states(model, optimizer, [3, 5], [1.0, 0.25], [1e-3, 4e-3])
+  np.testing.assert_allclose(states.beta, [1.0, 0.25])
+  np.testing.assert_allclose(optax.tree_utils.tree_get(states.opt_state, "learning_rate"), [1e-3, 4e-3])
+  single = training.init_state(model, optimizer, 5, 0.25)
+  for a, b in zip(jax.tree_util.tree_leaves(seeds.member_state(states, 1).params),
+                  jax.tree_util.tree_leaves(single.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_members_reject_shape_changing_fields_and_scheduled_rates():
+  config = config_lib.default_config()
+  with pytest.raises(ValueError, match="model.latent_dim cannot vary"):
+    seeds.member_values(config, [{"seed": 0}, {"model.latent_dim": 3}])
+  config.optimizer.schedule = "cosine"
+  with pytest.raises(ValueError, match="schedule='cosine'"):
+    seeds.member_values(config, [{"optimizer.learning_rate": 1e-3}, {"optimizer.learning_rate": 2e-3}])
+  with pytest.raises(ValueError, match="member 1"):
+    seeds.member_values(config_lib.default_config(), [{"seed": 0}, {"objective.beta": -1.0}])
+
+
+def test_vmapped_members_equal_separate_runs(raw_data, tfds_data_dir, tmp_path):
+  """Member i of one vmapped program == `train.train_and_evaluate` with member i's values."""
+  small = dict(eval__is_num_samples=0, eval__num_examples=100)
+  config = tiny_config(raw_data, tfds_data_dir, **small)
+  members = [{"seed": 0}, {"seed": 1},
+             {"seed": 2, "objective.beta": 0.5, "optimizer.learning_rate": 3e-3}]
+  states, measured = seeds.train(config, members)
+  steps = config.training.num_epochs * (config.data.train_subset // config.training.batch_size)
+  assert measured["loss"].shape == (3, steps)
+  for i in (0, 2):   # a plain seed, and a member with its own β and learning rate
+    member = members[i]
+    single = tiny_config(raw_data, tfds_data_dir, **small)
+    single.update_from_flattened_dict(member)
+    workdir = tmp_path / str(i)
+    train.train_and_evaluate(single, str(workdir))
+    model = train.build_model(single)
+    optimizer = optimizers.make_optimizer(single.optimizer, steps)
+    target = training.init_state(model, optimizer, single.seed, single.objective.beta)
+    store = checkpoints.CheckpointStore(str(workdir))
+    separate, _ = store.restore_latest(target)
+    store.close()
+    vmapped = seeds.member_state(states, i)
+    assert int(separate.step) == int(vmapped.step) == steps
+    for a, b in zip(jax.tree_util.tree_leaves(vmapped.params), jax.tree_util.tree_leaves(separate.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    losses = [r["loss"] for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == "train"]
+    np.testing.assert_allclose(measured["loss"][i], losses, rtol=1e-4)
+  # Different seeds really are different runs.
+  assert not np.allclose(measured["loss"][0], measured["loss"][1])

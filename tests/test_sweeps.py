@@ -1,0 +1,163 @@
+"""Sweeps: grids, names, flags that parse back, aggregation numbers, and the launcher."""
+import csv
+import json
+import os
+import pathlib
+import shlex
+import statistics
+import subprocess
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from vae_jax import config as config_lib, sweeps
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_product_zip_and_chain():
+  grid = sweeps.product(sweeps.sweep("model.activation", ["relu", "elu"]), sweeps.sweep("seed", [0, 1, 2]))
+  assert len(grid) == 6
+  assert grid[0] == {"model.activation": "relu", "seed": 0}
+  assert grid[4] == {"model.activation": "elu", "seed": 1}
+  zipped = sweeps.zip_sweeps(sweeps.sweep("model.latent_dim", [2, 8]), sweeps.sweep("seed", [5, 6]))
+  assert zipped == [{"model.latent_dim": 2, "seed": 5}, {"model.latent_dim": 8, "seed": 6}]
+  assert sweeps.chain(grid[:1], zipped) == [grid[0]] + zipped
+  with pytest.raises(ValueError, match="equal length"):
+    sweeps.zip_sweeps(sweeps.sweep("seed", [0]), sweeps.sweep("objective.beta", [1.0, 2.0]))
+  with pytest.raises(ValueError, match="set by two axes"):
+    sweeps.product(sweeps.sweep("seed", [0]), sweeps.sweep("seed", [1]))
+
+
+def test_point_names():
+  assert sweeps.point_name({"model.hidden_widths": (512, 256), "seed": 1}) == "hidden_widths=512-256,seed=1"
+  assert sweeps.point_name({"model.hidden_widths": ()}) == "hidden_widths=none"
+  assert sweeps.point_name({"objective.beta": 0.25, "model.activation": "leaky_relu"}) == \
+      "beta=0.25,activation=leaky_relu"
+  assert sweeps.point_name({"a.x": 1, "b.x": "p/q r"}) == "a.x=1,b.x=p_q_r"
+  assert sweeps.point_name({}) == "base"
+  with pytest.raises(ValueError, match="same name"):
+    sweeps.check_names([{"a.x": 1}, {"b.x": 2}, {"c.x": 1}])
+
+
+def test_override_flags_parse_back_to_the_point():
+  point = {"model.hidden_widths": (64,), "model.latent_dim": 3, "objective.beta": 0.5,
+           "model.activation": "gelu", "optimizer.learning_rate": 3e-4, "training.progress_bar": False}
+  flag_values = flags.FlagValues()
+  argv = ["prog", f"--config={REPO / 'experiments' / 'configs' / 'default.py'}",
+          *sweeps.override_flags(point)]
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  parsed = flag_values.config
+  applied = sweeps.apply(config_lib.default_config(), point)
+  assert parsed.model.hidden_widths != config_lib.default_config().model.hidden_widths
+  for field, value in point.items():
+    section, name = field.split(".")
+    assert parsed[section][name] == value == applied[section][name], field
+  assert sweeps.override_flags({"model.hidden_widths": ()}) == ["--config.model.hidden_widths=()"]
+  with pytest.raises(KeyError):
+    sweeps.apply(config_lib.default_config(), {"model.latent_dm": 2})
+
+
+def _write_results(workdir, point, **results):
+  path = workdir / sweeps.point_name(point)
+  path.mkdir(parents=True)
+  (path / "results.json").write_text(json.dumps(results))
+
+
+def test_aggregate_mean_and_std_over_seeds(tmp_path):
+  points = sweeps.product(sweeps.sweep("objective.beta", [0.5, 2.0]), sweeps.sweep("seed", [0, 1, 2]))
+  values = {0.5: [90.0, 92.5, 91.0], 2.0: [101.0, 99.0, None]}    # None: point unfinished
+  for point in points:
+    value = values[point["objective.beta"]][point["seed"]]
+    if value is not None:
+      _write_results(tmp_path, point, neg_elbo=value, nll=value - 3, kl=10.0 + point["seed"], recon=-80.0)
+  rows = sweeps.aggregate(sweeps.load_results(str(tmp_path), points))
+  assert [r["point"] for r in rows] == [{"objective.beta": 0.5}, {"objective.beta": 2.0}]
+  assert [r["num_seeds"] for r in rows] == [3, 2]
+  assert rows[0]["neg_elbo_mean"] == pytest.approx(statistics.mean([90.0, 92.5, 91.0]))
+  assert rows[0]["neg_elbo_std"] == pytest.approx(statistics.stdev([90.0, 92.5, 91.0]))
+  assert rows[1]["nll_mean"] == pytest.approx(97.0) and rows[1]["nll_std"] == pytest.approx(2 ** 0.5)
+  assert rows[1]["kl_values"] == [10.0, 11.0]
+  assert "train_wall_time_s_mean" not in rows[0]     # absent from the results: not reported
+  table = sweeps.markdown_table(rows)
+  assert "| objective.beta | seeds | neg_elbo | nll | recon | kl |" in table
+  assert "| 0.5 | 3 | 91.17 ± 1.26 | 88.17 ± 1.26 | -80.00 ± 0.00 | 11.00 ± 1.00 |" in table
+  sweeps.write_csv(rows, str(tmp_path / "out.csv"))
+  lines = list(csv.DictReader(open(tmp_path / "out.csv")))
+  assert lines[1]["objective.beta"] == "2.0" and float(lines[1]["neg_elbo_mean"]) == 100.0
+  single = sweeps.aggregate(sweeps.load_results(str(tmp_path), points[:1]))
+  assert single[0]["neg_elbo_std"] is None and "91.17" not in sweeps.markdown_table(single)
+  sweeps.plot(rows, str(tmp_path / "plot.png"))
+  assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+SWEEP_CONFIG = '''
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from vae_jax import sweeps
+
+def get_config(arg=""):
+  return tiny_config({raw!r}, {tfds!r}, training__num_epochs=2, eval__num_examples=100,
+                     eval__is_num_samples=20, eval__is_chunk_size=20)
+
+def get_sweep(arg=""):
+  return sweeps.product(sweeps.sweep("model.latent_dim", {latent}), sweeps.sweep("seed", [0, 1]))
+'''
+
+
+def _sweep(config_file, workdir, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
+                         f"--workdir={workdir}", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, check=False, timeout=600)
+
+
+def test_sweep_dry_run_run_skip_and_resume(raw_data, tfds_data_dir, tmp_path):
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2]))
+  workdir = tmp_path / "sweep"
+  # An interrupted point: seed 1 trained for 1 of its 2 epochs, no results.json.
+  interrupted = workdir / "latent_dim=2,seed=1"
+  subprocess.run([sys.executable, "-m", "experiments.train", f"--config={config_file}",
+                  "--config.model.latent_dim=2", "--config.seed=1", "--config.training.num_epochs=1",
+                  f"--workdir={interrupted}"], cwd=REPO, check=True, capture_output=True)
+  os.remove(interrupted / "results.json")
+
+  dry = _sweep(config_file, workdir, "--dry_run")
+  assert dry.returncode == 0, dry.stderr
+  commands = dry.stdout.strip().splitlines()
+  assert len(commands) == 2 and all(c.startswith("python -m experiments.train") for c in commands)
+  assert shlex.split(commands[1])[-2:] == ["--config.seed=1", f"--workdir={interrupted}"]
+  assert not (workdir / "latent_dim=2,seed=0").exists()
+
+  run = _sweep(config_file, workdir, "--parallel=2", f"--results={tmp_path / 'out' / 'tiny'}")
+  assert run.returncode == 0, run.stderr
+  assert "2 points, 0 finished, 2 to run" in run.stdout
+  records = [json.loads(l) for l in open(interrupted / "metrics.jsonl")]
+  assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 33))  # resumed at 17
+  summary = json.load(open(tmp_path / "out" / "tiny.json"))
+  assert summary["header"]["points_finished"] == 2 and summary["rows"][0]["num_seeds"] == 2
+  results = [json.load(open(workdir / f"latent_dim=2,seed={s}" / "results.json")) for s in (0, 1)]
+  assert summary["rows"][0]["nll_mean"] == pytest.approx((results[0]["nll"] + results[1]["nll"]) / 2)
+  for suffix in ("csv", "md", "png"):
+    assert (workdir / f"sweep.{suffix}").exists() and (tmp_path / "out" / f"tiny.{suffix}").exists()
+
+  again = _sweep(config_file, workdir)
+  assert again.returncode == 0 and "2 points, 2 finished, 0 to run" in again.stdout
+  assert json.load(open(workdir / "latent_dim=2,seed=0" / "results.json")) == results[0]
+
+
+def test_sweep_rejects_a_bad_point_before_running_anything(raw_data, tfds_data_dir, tmp_path):
+  config_file = tmp_path / "bad_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2, 64]))
+  bad = _sweep(config_file, tmp_path / "sweep")
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+  assert bad.stderr.startswith("error: sweep point latent_dim=64,seed=0:") and "Lemma 2.1.1" in bad.stderr
+  assert not (tmp_path / "sweep").exists()

@@ -1,0 +1,166 @@
+"""Many runs in one compiled program: the training state vmapped over *members*.
+
+Members are copies of one config that differ only in values which leave every
+array shape unchanged, so that they can live side by side on a leading axis:
+
+* `seed`: θ's initialisation, the data order and every sampling draw;
+* `objective.beta`: β lives in `TrainState.beta`, a traced value;
+* `optimizer.learning_rate` (constant schedule only): η lives in the state of
+  `optax.inject_hyperparams` (see `vae_jax.optimizers`).
+
+Member i starts from `training.init_state(model, optimizer, seed_i, β_i)` with
+η_i written into its optimizer state, and in epoch e takes the batches
+`data.epoch_batches(train, B, seed_i, e)`: the order
+`data.epoch_permutation(seed_i, e, N)` cut into N // B batches. One epoch of
+all members is a single `jax.jit(jax.vmap(lax.scan(step_fn)))` call on the
+training images and an index array [members, steps, B]. Each member therefore
+computes what a separate `train.train_and_evaluate` run with its values
+computes; only the rounding of batched matrix products may differ.
+
+Non-finite updates are dropped per member as in a single run (`skipped`
+counts them), but no member stops the others: inspect `skipped` afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vae_jax import config as config_lib
+from vae_jax import data as data_lib
+from vae_jax import evaluation
+from vae_jax import optimizers
+from vae_jax import training
+
+MEMBER_FIELDS = ("seed", "objective.beta", "optimizer.learning_rate")
+
+
+def member_values(config: ml_collections.ConfigDict, members: Sequence[dict]) -> dict:
+  """{"seed": [...], "objective.beta": [...], "optimizer.learning_rate": [...]} per member.
+
+  Args:
+    config: the shared config.
+    members: one dict of overrides per member, keys among `MEMBER_FIELDS`;
+      missing keys take the config's value.
+
+  Raises:
+    ValueError: an unknown or shape-changing field, no members, or learning
+      rates that differ under a non-constant schedule.
+  """
+  if not members:
+    raise ValueError("members is empty; give at least one dict such as {'seed': 0}.")
+  for member in members:
+    unknown = sorted(set(member) - set(MEMBER_FIELDS))
+    if unknown:
+      raise ValueError(f"member field(s) {', '.join(unknown)} cannot vary inside one program;"
+                       f" vary only {', '.join(MEMBER_FIELDS)} or run a sweep.")
+  defaults = {"seed": config.seed, "objective.beta": config.objective.beta,
+              "optimizer.learning_rate": config.optimizer.learning_rate}
+  values = {field: [m.get(field, default) for m in members] for field, default in defaults.items()}
+  if config.optimizer.schedule != "constant" and len(set(values["optimizer.learning_rate"])) > 1:
+    raise ValueError(f"optimizer.learning_rate differs between members under optimizer.schedule="
+                     f"{config.optimizer.schedule!r}; use schedule=constant or one rate.")
+  for i, member in enumerate(members):
+    single = ml_collections.ConfigDict(config.to_dict())
+    single.update_from_flattened_dict(member)
+    try:
+      config_lib.validate(single)
+    except ValueError as e:
+      raise ValueError(f"member {i} {member}: {e}") from None
+  return values
+
+
+def init_states(model, optimizer: optax.GradientTransformation, seeds: Sequence[int],
+                betas: Sequence[float], learning_rates: Sequence[float] | None = None
+                ) -> training.TrainState:
+  """`training.init_state` of every member, stacked on a leading axis of size len(seeds)."""
+  states = jax.vmap(lambda seed, beta: training.init_state(model, optimizer, seed, beta))(
+      jnp.asarray(seeds, jnp.int32), jnp.asarray(betas, jnp.float32))
+  if learning_rates is not None:
+    states = states._replace(opt_state=optax.tree_utils.tree_set(
+        states.opt_state, learning_rate=jnp.asarray(learning_rates, jnp.float32)))
+  return states
+
+
+def member_indices(seeds: Sequence[int], epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
+  """[members, N // B, B] example indices: member i's `data.epoch_batches` order of `epoch`."""
+  steps = data_lib.num_batches(num_examples, batch_size)
+  return np.stack([data_lib.epoch_permutation(seed, epoch, num_examples)[:steps * batch_size]
+                   .reshape(steps, batch_size) for seed in seeds]).astype(np.int32)
+
+
+def vmap_train_steps(step_fn) -> Any:
+  """`(states[M], images[N, D], indices[M, n, B]) -> (states, measurements[M, n])`, one jit.
+
+  Member m scans `step_fn` over the batches images[indices[m, t]]; the
+  gathers happen inside the program, so the images are on the device once.
+  """
+  def member(state, images, indices):
+    return training.scan_steps(lambda s, batch_indices: step_fn(s, images[batch_indices]))(state, indices)
+
+  return jax.jit(jax.vmap(member, in_axes=(0, None, 0)), donate_argnums=0)
+
+
+def member_state(states: training.TrainState, i: int) -> training.TrainState:
+  """The state of member i (index i of every leaf)."""
+  return jax.tree_util.tree_map(lambda leaf: leaf[i], states)
+
+
+def train(config: ml_collections.ConfigDict, members: Sequence[dict]
+          ) -> tuple[training.TrainState, dict]:
+  """Trains every member of `config` for `training.num_epochs` epochs in one program.
+
+  Args:
+    config: the shared config (data, model, objective, optimizer, batch size).
+    members: one override dict per member (see `member_values`).
+
+  Returns:
+    (the members' final states, stacked; the train measurements as arrays
+    [members, steps], e.g. "loss", "kl", "finite").
+  """
+  from vae_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  values = member_values(config, members)
+  config_lib.validate(config)
+  model = train_lib.build_model(config)
+  images = train_lib.load_data(config, "train").images
+  steps_per_epoch = data_lib.num_batches(len(images), config.training.batch_size)
+  optimizer = optimizers.make_optimizer(
+      config.optimizer, config.training.num_epochs * steps_per_epoch)
+  learning_rates = values["optimizer.learning_rate"] if config.optimizer.schedule == "constant" else None
+  states = init_states(model, optimizer, values["seed"], values["objective.beta"], learning_rates)
+  step_fn = training.make_step_fn(
+      model, optimizer, objective=config.objective.name,
+      num_samples=config.objective.num_samples,
+      kl_warmup_steps=config.objective.kl_warmup_steps,
+      dynamic_binarization=data_lib.dataset_info(config.data.name).dynamic_binarization)
+  train_epoch = vmap_train_steps(step_fn)
+  device_images = jax.device_put(images)
+  history = []
+  for epoch in range(config.training.num_epochs):
+    indices = member_indices(values["seed"], epoch, len(images), config.training.batch_size)
+    states, measured = train_epoch(states, device_images, indices)
+    history.append(jax.device_get(measured))
+  measurements = {name: np.concatenate([h[name] for h in history], axis=1) for name in history[0]}
+  return states, measurements
+
+
+def evaluate(config: ml_collections.ConfigDict, states: training.TrainState,
+             split: str = "test", num_samples: int | None = None) -> list[dict]:
+  """`evaluation.evaluate` of each member on `split`, with key fold_in(member's state key, 2)."""
+  from vae_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  model = train_lib.build_model(config)
+  images = train_lib.load_data(config, split).images
+  results = []
+  for i in range(states.step.shape[0]):
+    state = member_state(states, i)
+    key = jax.random.fold_in(state.key, 2)
+    results.append(evaluation.evaluate(model, state.params, images, key,
+                                       batch_size=config.eval.batch_size,
+                                       num_samples=num_samples,
+                                       chunk_size=config.eval.is_chunk_size))
+  return results
