@@ -20,13 +20,21 @@ from experiments import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-host (see BUILD.md "Multi-device and multi-host"); empty: $JAX_COORDINATOR_ADDRESS etc.
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 of a multi-host run.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Number of processes of a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's number, 0 … num_processes − 1.")
+_AUTODETECT = flags.DEFINE_bool("distributed_autodetect", False,
+                                "Let JAX find the processes (Cloud TPU pod slice, Slurm, Open MPI).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  from vae_jax import sharding, train  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
+    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                    _AUTODETECT.value)
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
 
