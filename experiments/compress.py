@@ -1,0 +1,110 @@
+r"""Compresses images to VAE codes and back (`vae_jax.compression`).
+
+  # a dataset split (default: the workdir's dataset) -> one file
+  python -m experiments.compress encode --workdir=workdirs/apps/mnist_z8 \
+      --split=test --precision=8 --output=/tmp/mnist_test.vaez
+  # a folder of 28×28 greyscale PNGs (read in sorted name order) -> one file
+  python -m experiments.compress encode --workdir=workdirs/apps/mnist_z8 \
+      --input_dir=pngs/ --precision=float16 --output=/tmp/pngs.vaez
+  # a file -> reconstructions 000000.png, 000001.png, ... (same order)
+  python -m experiments.compress decode --workdir=workdirs/apps/mnist_z8 \
+      --input=/tmp/mnist_test.vaez --output_dir=/tmp/decoded
+
+--precision is float32, float16, or bits per latent dimension (1–16). Decoding
+needs the workdir that encoded the file (the header's model id is checked). A
+wrong model, a truncated or a foreign file exits 1 with a one-line error.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+
+from experiments import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the trained model.")
+_SPLIT = flags.DEFINE_string("split", None, "encode: a split (train, validation, test) to encode.")
+_DATASET = flags.DEFINE_string("dataset", None, "encode --split: dataset (default: the model's).")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 0, "encode --split: first N images only (0 = all).")
+_INPUT_DIR = flags.DEFINE_string("input_dir", None, "encode: a folder of PNG images to encode.")
+_PRECISION = flags.DEFINE_string("precision", "8", "encode: float32, float16 or bits (1-16).")
+_OUTPUT = flags.DEFINE_string("output", None, "encode: the file to write.")
+_INPUT = flags.DEFINE_string("input", None, "decode: the file to read.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "decode: folder for the PNGs.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def read_pngs(folder: str, image_shape) -> np.ndarray:
+  """The *.png files of `folder` in sorted order as [N, H·W] greyscale in [0, 1]."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"--input_dir={folder} is not a folder of PNG images.")
+  names = sorted(n for n in os.listdir(folder) if n.lower().endswith(".png"))
+  if not names:
+    raise ValueError(f"--input_dir={folder} holds no .png files; give a folder of PNG images.")
+  images = []
+  for name in names:
+    with Image.open(os.path.join(folder, name)) as image:
+      pixels = np.asarray(image.convert("L"), np.float32) / 255.0
+    if pixels.shape != tuple(image_shape[:2]):
+      raise ValueError(f"{name} is {pixels.shape[1]}×{pixels.shape[0]} pixels but the model takes"
+                       f" {image_shape[1]}×{image_shape[0]}; resize it first.")
+    images.append(pixels.reshape(-1))
+  return np.stack(images)
+
+
+def write_pngs(images: np.ndarray, folder: str, image_shape) -> None:
+  """Writes images [N, H·W] in [0, 1] as 000000.png, 000001.png, … into `folder`."""
+  os.makedirs(folder, exist_ok=True)
+  width = max(6, len(str(len(images) - 1)))
+  for i, image in enumerate(images):
+    pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8).reshape(image_shape[:2])
+    Image.fromarray(pixels).save(os.path.join(folder, f"{i:0{width}d}.png"))
+
+
+def _encode(config, model, params) -> None:
+  from vae_jax import compression, data  # pylint: disable=g-import-not-at-top
+  if not _OUTPUT.value or (_SPLIT.value is None) == (_INPUT_DIR.value is None):
+    raise ValueError("encode needs --output and exactly one of --split or --input_dir.")
+  if _INPUT_DIR.value:
+    images = read_pngs(_INPUT_DIR.value, model.input_shape)
+  else:
+    images = data.load_split(_DATASET.value or config.data.name, _SPLIT.value,
+                             data_dir=config.data.data_dir or None,
+                             raw_data_dir=config.data.raw_data_dir or None).images
+    if _NUM_IMAGES.value:
+      images = images[:_NUM_IMAGES.value]
+  blob = compression.compress(model, params, images, _PRECISION.value)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+  with open(_OUTPUT.value, "wb") as f:
+    f.write(blob)
+  print(f"{len(images)} images -> {_OUTPUT.value}: {len(blob)} bytes,"
+        f" {len(blob) / len(images):.1f} bytes/image (raw {model.data_dim})")
+
+
+def _decode(model, params) -> None:
+  from vae_jax import compression  # pylint: disable=g-import-not-at-top
+  if not _INPUT.value or not _OUTPUT_DIR.value:
+    raise ValueError("decode needs --input and --output_dir.")
+  with open(_INPUT.value, "rb") as f:
+    blob = f.read()
+  images = compression.decompress(model, params, blob)
+  write_pngs(images, _OUTPUT_DIR.value, model.input_shape)
+  print(f"{_INPUT.value} -> {len(images)} PNGs in {_OUTPUT_DIR.value}")
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in ("encode", "decode"):
+    raise app.UsageError("give one command: encode or decode.")
+  from vae_jax import workdir  # pylint: disable=g-import-not-at-top
+  with cli.one_line_errors():
+    config, model, params = workdir.load_trained(_WORKDIR.value)
+    if argv[1] == "encode":
+      _encode(config, model, params)
+    else:
+      _decode(model, params)
+
+
+if __name__ == "__main__":
+  cli.run(main)

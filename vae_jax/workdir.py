@@ -1,0 +1,82 @@
+"""Loading a trained model back from its workdir.
+
+`train.train_and_evaluate` leaves `config.json` and orbax checkpoints in the
+workdir; `load_trained` turns them back into the config, the model spec and the
+parameters of the newest checkpoint that verifies (`checkpoints.CheckpointStore`
+checks each checkpoint's digest and falls back to an older one if it fails).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+from vae_jax import checkpoints as checkpoints_lib
+from vae_jax import config as config_lib
+from vae_jax import optimizers
+from vae_jax import train as train_lib
+from vae_jax import training
+from vae_jax import vae as vae_lib
+
+
+def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
+  """Writes the saved values into `config` (JSON lists become tuples)."""
+  for name, value in saved.items():
+    if isinstance(value, dict) and isinstance(config.get(name), ml_collections.ConfigDict):
+      _merge(config[name], value)
+    else:
+      value = tuple(value) if isinstance(value, list) else value
+      if name in config and isinstance(config[name], float) and isinstance(value, int):
+        value = float(value)
+      config[name] = value
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config of the run in `workdir`: `default_config()` updated with its config.json.
+
+  Fields added to the defaults after the run was trained keep their defaults.
+
+  Raises:
+    FileNotFoundError: the workdir has no config.json (it holds no run).
+  """
+  path = os.path.join(os.fspath(workdir), "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{path} does not exist; point --workdir at a folder written by experiments.train.")
+  with open(path) as f:
+    saved = json.load(f)
+  config = config_lib.default_config()
+  _merge(config, saved)
+  return config
+
+
+def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, dict]:
+  """(config, model, params) of the newest good checkpoint in `workdir`.
+
+  Args:
+    workdir: a folder written by `train.train_and_evaluate`.
+
+  Returns:
+    The run's config, its model spec (`train.build_model`) and the parameters
+    of the newest checkpoint whose digest verifies.
+
+  Raises:
+    FileNotFoundError: no config.json, or no checkpoint that loads.
+  """
+  config = load_config(workdir)
+  model = train_lib.build_model(config)
+  # The optimizer state's structure does not depend on the number of steps.
+  optimizer = optimizers.make_optimizer(config.optimizer, total_steps=1)
+  template = training.init_state(model, optimizer, config.seed, config.objective.beta)
+  store = checkpoints_lib.CheckpointStore(workdir, keep=config.training.keep_checkpoints)
+  try:
+    state, _ = store.restore_latest(template)
+  finally:
+    store.close()
+  if state is None:
+    raise FileNotFoundError(
+        f"{os.path.join(workdir, 'checkpoints')} holds no checkpoint that loads; train the"
+        " model first (python -m experiments.train --workdir=...).")
+  return config, model, state.params
