@@ -35,8 +35,8 @@ class Classifier(NamedTuple):
 
 def logits(classifier: Classifier, features: jax.Array) -> jax.Array:
   """W^T s(x) + b for features [N, F] → [N, C]."""
-  standardised = (features - classifier.mean) / classifier.scale
-  return standardised @ classifier.weights + classifier.bias
+  standardised = (features - classifier.mean[None]) / classifier.scale[None]
+  return standardised @ classifier.weights + classifier.bias[None]
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
