@@ -51,6 +51,7 @@ def tiny_config(raw_data, tfds_data_dir, **overrides):
   config.eval.is_num_samples = 50
   config.eval.is_chunk_size = 25
   config.eval.write_images = False
+  config.eval.write_figures = False
   for dotted, value in overrides.items():
     node = config
     *path, leaf = dotted.split("__")

@@ -234,6 +234,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(tmp, "w") as f:
       json.dump(results, f, indent=2)
     os.replace(tmp, results_path)
+    if config.eval.write_figures:
+      from vae_jax import figures  # pylint: disable=g-import-not-at-top
+      figures.write_run_figures(config, model, jax.device_get(state.params),
+                                os.path.join(workdir, "figures"), os.path.join(workdir, "metrics.jsonl"))
   store.close()
   return results
 
