@@ -1,0 +1,289 @@
+"""Convolutional φ-layers and conv encoders/decoders, as pure functions of θ.
+
+A convolutional layer is a φ-layer (Def. 1.1.4) H(x) = φ̂(W x + b) whose
+linear map W is a convolution: for one image x ∈ ℝ^{H×W×C} and a kernel
+K ∈ ℝ^{k×k×C×C'},
+
+    (W x)[i, j, c'] = Σ_{a, b < k} Σ_{c < C} K[a, b, c, c'] · x̃[s·i + a, s·j + b, c],
+
+where s is the stride and x̃ is x zero-padded "SAME"-style (TensorFlow's rule:
+the output has ⌈H/s⌉ × ⌈W/s⌉ positions, the total padding
+max((⌈H/s⌉ − 1)s + k − H, 0) split with the smaller half before). The bias
+b ∈ ℝ^{C'} is shared by all positions. W is a (sparse, weight-shared) matrix
+ℝ^{HWC} → ℝ^{H'W'C'}, so everything Ch. 1 says about φ-layers holds.
+
+The decoder's layers use the *transposed* convolution Wᵀ: ℝ^{H'W'C'} → ℝ^{HWC},
+the adjoint of a strided convolution (`conv_transpose_layer`); with stride 2 it
+doubles the resolution. Its kernel is stored as the kernel of the convolution
+it transposes, [k, k, C_out, C_in] (the layout of Keras' Conv2DTranspose).
+
+Everything is written for one image [H, W, C] and batched with `jax.vmap`.
+Parameters are plain pytrees of (kernel, bias) pairs.
+
+Architecture for 28×28×1 images with channels (32, 64), kernel 4, stride 2:
+
+    encoder: 28×28×1 →conv→ 14×14×32 →conv→ 7×7×64 → flatten (3136)
+             → dense φ-layers (3136, *hidden, out_dim), the last one affine;
+    decoder: z → dense φ-layers (d, *reversed(hidden), 3136) → 7×7×64
+             →convᵀ→ 14×14×32 →convᵀ→ 28×28×1 (affine: logits or means).
+
+A kernel of 4 with stride 2 makes every output position of a transposed
+convolution receive the same number (2×2) of contributions, which avoids the
+checkerboard artefacts of kernel 3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import activations as activations_lib
+from vae_jax import networks
+
+ConvParams = tuple[jax.Array, jax.Array]      # (kernel [k, k, C_in, C_out], bias [C_out])
+
+KERNEL_SIZE = 4
+STRIDE = 2
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+_HE_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu")
+
+
+def convolve(kernel: jax.Array, x: jax.Array, stride: int = STRIDE) -> jax.Array:
+  """The linear map W x of a conv layer (no bias, no φ), "SAME" padding.
+
+  Args:
+    kernel: K, [k, k, C, C'].
+    x: one image, [H, W, C].
+    stride: s, the same along both spatial axes.
+
+  Returns:
+    W x, [⌈H/s⌉, ⌈W/s⌉, C'].
+  """
+  return jax.lax.conv_general_dilated(
+      x[None], kernel, window_strides=(stride, stride), padding="SAME",
+      dimension_numbers=_DIMENSION_NUMBERS)[0]
+
+
+def conv_layer(theta_i: ConvParams, x: jax.Array,
+               activation: activations_lib.ActivationLike = "relu",
+               stride: int = STRIDE) -> jax.Array:
+  """Convolutional φ-layer H(x) = φ̂(W x + b), W a strided convolution.
+
+  Args:
+    theta_i: (K, b) with K ∈ ℝ^{k×k×C×C'}, b ∈ ℝ^{C'}.
+    x: one image, [H, W, C].
+    activation: φ, a registered name or a callable.
+    stride: s.
+
+  Returns:
+    H(x), [⌈H/s⌉, ⌈W/s⌉, C'].
+  """
+  kernel, bias = theta_i
+  return activations_lib.get(activation)(convolve(kernel, x, stride) + bias[None, None, :])
+
+
+def conv_transpose_layer(theta_i: ConvParams, x: jax.Array,
+                         activation: activations_lib.ActivationLike = "relu",
+                         stride: int = STRIDE) -> jax.Array:
+  """Transposed-convolution φ-layer H(x) = φ̂(Wᵀ x + b).
+
+  W: ℝ^{sH×sW×C'} → ℝ^{H×W×C} is the strided "SAME" convolution with kernel
+  K ∈ ℝ^{k×k×C'×C} (`convolve`), and Wᵀ its adjoint (matrix transpose):
+  ⟨Wᵀ x, y⟩ = ⟨x, W y⟩ for all y. It maps [H, W, C] to [sH, sW, C'].
+
+  Args:
+    theta_i: (K, b) with K ∈ ℝ^{k×k×C'×C} (output channels first, as the
+      kernel of the convolution being transposed) and b ∈ ℝ^{C'}.
+    x: one feature map, [H, W, C].
+    activation: φ.
+    stride: s.
+
+  Returns:
+    H(x), [sH, sW, C'].
+  """
+  kernel, bias = theta_i
+  height, width, _ = x.shape
+  output = jax.ShapeDtypeStruct((height * stride, width * stride, kernel.shape[2]), x.dtype)
+  transpose = jax.linear_transpose(lambda y: convolve(kernel, y, stride), output)
+  (wt_x,) = transpose(x)
+  return activations_lib.get(activation)(wt_x + bias[None, None, :])
+
+
+def conv_output_shape(input_shape: Sequence[int], channels: Sequence[int],
+                      stride: int = STRIDE) -> tuple[int, int, int]:
+  """Shape [H', W', C_last] of the conv encoder's last feature map."""
+  height, width = int(input_shape[0]), int(input_shape[1])
+  for _ in channels:
+    height, width = -(-height // stride), -(-width // stride)
+  return height, width, int(channels[-1])
+
+
+def check_input_shape(input_shape: Sequence[int], channels: Sequence[int],
+                      stride: int = STRIDE) -> tuple[int, int, int]:
+  """Checks that the decoder can mirror the encoder exactly; returns the shape.
+
+  The transposed layers multiply the resolution by s, so H and W must be
+  divisible by s^(number of conv layers) (28 = 7·2² for two layers).
+
+  Raises:
+    ValueError: for a shape that is not [H, W, C] or not divisible.
+  """
+  input_shape = tuple(int(d) for d in input_shape)
+  if len(input_shape) != 3 or min(input_shape) < 1:
+    raise ValueError(
+        f"a conv model needs input_shape (H, W, C) of positive sizes, got {input_shape}.")
+  if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
+    raise ValueError(
+        f"conv_channels must be a non-empty tuple of positive integers, got {tuple(channels)}.")
+  factor = stride ** len(channels)
+  if input_shape[0] % factor or input_shape[1] % factor:
+    raise ValueError(
+        f"input_shape {input_shape} with {len(channels)} stride-{stride} conv layers:"
+        f" H and W must be divisible by {factor} so the decoder mirrors the encoder;"
+        " use fewer conv_channels.")
+  return input_shape
+
+
+def _init_kernel(key: jax.Array, shape: tuple[int, ...], fan_in: int, fan_out: int,
+                 activation, dtype) -> jax.Array:
+  """He normal (variance 2/fan_in) for ReLU-like φ, else Glorot uniform."""
+  if isinstance(activation, str) and activation in _HE_ACTIVATIONS:
+    return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / fan_in)
+  limit = math.sqrt(6.0 / (fan_in + fan_out))
+  return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def init_conv_encoder(key: jax.Array, input_shape: Sequence[int], channels: Sequence[int],
+                      hidden_widths: Sequence[int], out_dim: int,
+                      activation: activations_lib.ActivationLike = "relu",
+                      kernel_size: int = KERNEL_SIZE, dtype=jnp.float32) -> dict:
+  """θ of `conv_encoder`: conv layers then dense layers (F, *hidden, out_dim).
+
+  Kernels are initialised as in `networks.init` with fan-in k²C (He for
+  ReLU-like φ, Glorot otherwise); biases start at 0.
+
+  Args:
+    key: a `jax.random` key.
+    input_shape: (H, W, C) of one image.
+    channels: C'_1, …, C'_n of the conv layers.
+    hidden_widths: widths of the dense hidden layers after flattening.
+    out_dim: width of the last (affine) dense layer.
+    activation: φ of every layer but the last.
+    kernel_size: k.
+    dtype: parameter dtype.
+
+  Returns:
+    {"conv": [(K_1, b_1), …], "dense": θ of the dense network}.
+  """
+  conv_key, dense_key = jax.random.split(key)
+  conv = []
+  in_channels = int(input_shape[2])
+  for i, out_channels in enumerate(channels):
+    shape = (kernel_size, kernel_size, in_channels, out_channels)
+    kernel = _init_kernel(jax.random.fold_in(conv_key, i), shape,
+                          kernel_size ** 2 * in_channels, kernel_size ** 2 * out_channels,
+                          activation, dtype)
+    conv.append((kernel, jnp.zeros((out_channels,), dtype)))
+    in_channels = out_channels
+  flat = math.prod(conv_output_shape(input_shape, channels))
+  widths = (flat, *hidden_widths, out_dim)
+  dense = networks.init(dense_key, widths,
+                        networks.mlp_activations(activation, len(widths) - 1), dtype)
+  return {"conv": conv, "dense": dense}
+
+
+def conv_encoder(theta: dict, x: jax.Array,
+                 activation: activations_lib.ActivationLike = "relu",
+                 stride: int = STRIDE) -> jax.Array:
+  """f(x) = D_m ∘ … ∘ D_1 ∘ flatten ∘ H_n ∘ … ∘ H_1 (x) for one image.
+
+  H_i are conv φ-layers (φ = `activation`), D_j dense φ-layers, the last one
+  affine (φ = identity).
+
+  Args:
+    theta: from `init_conv_encoder`.
+    x: one image, [H, W, C].
+    activation: φ.
+    stride: s of every conv layer.
+
+  Returns:
+    f(x), [out_dim].
+  """
+  h = x
+  for theta_i in theta["conv"]:
+    h = conv_layer(theta_i, h, activation, stride)
+  dense = theta["dense"]
+  return networks.network(dense, h.reshape(-1),
+                          networks.mlp_activations(activation, len(dense)))
+
+
+def init_conv_decoder(key: jax.Array, latent_dim: int, output_shape: Sequence[int],
+                      channels: Sequence[int], hidden_widths: Sequence[int],
+                      activation: activations_lib.ActivationLike = "relu",
+                      kernel_size: int = KERNEL_SIZE, dtype=jnp.float32) -> dict:
+  """θ of `conv_decoder`, the mirror image of `init_conv_encoder`.
+
+  Args:
+    key: a `jax.random` key.
+    latent_dim: d, the input width.
+    output_shape: (H, W, C) of the image it produces.
+    channels: the *encoder's* channels C'_1, …, C'_n; the decoder runs them
+      backwards: C'_n → … → C'_1 → C.
+    hidden_widths: the *encoder's* dense hidden widths; the decoder's dense
+      widths are (d, *reversed(hidden_widths), H'W'C'_n).
+    activation: φ of every layer but the last.
+    kernel_size: k.
+    dtype: parameter dtype.
+
+  Returns:
+    {"dense": θ of the dense network, "conv_transpose": [(K_1, b_1), …]}, with
+    K_i ∈ ℝ^{k×k×C_out×C_in}.
+  """
+  dense_key, conv_key = jax.random.split(key)
+  flat = math.prod(conv_output_shape(output_shape, channels))
+  widths = (latent_dim, *reversed(tuple(hidden_widths)), flat)
+  dense = networks.init(dense_key, widths, activation, dtype)
+  path = (*reversed(tuple(channels)), int(output_shape[2]))
+  conv_transpose = []
+  for i, (in_channels, out_channels) in enumerate(zip(path[:-1], path[1:])):
+    last = i == len(path) - 2
+    shape = (kernel_size, kernel_size, out_channels, in_channels)
+    # Each output position of a stride-s transposed conv sums (k/s)² taps.
+    fan_in = max(1, (kernel_size // STRIDE) ** 2 * in_channels)
+    kernel = _init_kernel(jax.random.fold_in(conv_key, i), shape, fan_in,
+                          kernel_size ** 2 * out_channels,
+                          "identity" if last else activation, dtype)
+    conv_transpose.append((kernel, jnp.zeros((out_channels,), dtype)))
+  return {"dense": dense, "conv_transpose": conv_transpose}
+
+
+def conv_decoder(theta: dict, z: jax.Array, output_shape: Sequence[int],
+                 activation: activations_lib.ActivationLike = "relu",
+                 stride: int = STRIDE) -> jax.Array:
+  """g(z) = Hᵀ_1 ∘ … ∘ Hᵀ_n ∘ reshape ∘ D_m ∘ … ∘ D_1 (z) for one latent z.
+
+  All dense layers D_j and all transposed conv layers use φ = `activation`
+  except the last transposed layer, which is affine (its output are logits or
+  means).
+
+  Args:
+    theta: from `init_conv_decoder`.
+    z: one latent, [d].
+    output_shape: (H, W, C).
+    activation: φ.
+    stride: s.
+
+  Returns:
+    g(z), [H, W, C].
+  """
+  layers = theta["conv_transpose"]
+  height, width = output_shape[0] // stride ** len(layers), output_shape[1] // stride ** len(layers)
+  h = networks.network(theta["dense"], z, activation)
+  h = h.reshape(height, width, layers[0][0].shape[3])
+  for i, theta_i in enumerate(layers):
+    h = conv_transpose_layer(theta_i, h, "identity" if i == len(layers) - 1 else activation,
+                             stride)
+  return h
