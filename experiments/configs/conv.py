@@ -12,6 +12,6 @@ def get_config(arg: str = ""):
   config.model.conv_channels = (32, 64)
   config.model.hidden_widths = (256,)
   config.model.latent_dim = 16
-  config.training.num_epochs = 10 if arg != "quick" else 1
+  config.training.num_epochs = 5 if arg != "quick" else 1
   config.eval.is_num_samples = 1000
   return config
