@@ -1,7 +1,8 @@
 """Metrics of a run: a JSONL file (one record per line) and TensorBoard events.
 
 Each record is {"step": int, "split": "train"|"validation"|"test", ...}. On
-resume, records newer than the restored checkpoint are dropped first (by
+resume, records newer than the restored checkpoint, and "test" records (written
+after the last checkpoint, before results.json), are dropped first (by
 rewriting the file atomically), so that the file has neither gaps nor
 duplicates whatever moment the previous process was killed at.
 """
@@ -38,7 +39,8 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, resume_step: int, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+    kept = [r for r in read_metrics(self.path)
+            if r["step"] <= resume_step and r["split"] != "test"]
     tmp = self.path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
