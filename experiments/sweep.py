@@ -20,8 +20,10 @@ import concurrent.futures
 import importlib.util
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 from absl import flags
@@ -77,6 +79,10 @@ def command(config_arg: str, point: dict, workdir: str, python: str = sys.execut
           *sweeps.override_flags(point), f"--workdir={workdir}"]
 
 
+_RUNNING: set = set()      # the training processes started and not yet finished
+_STOPPING = threading.Event()
+
+
 def run_point(argv: list[str], workdir: str) -> tuple[int, float]:
   """Runs one point, appending its output to <workdir>/sweep.log; (exit code, seconds)."""
   os.makedirs(workdir, exist_ok=True)
@@ -84,8 +90,23 @@ def run_point(argv: list[str], workdir: str) -> tuple[int, float]:
   with open(os.path.join(workdir, "sweep.log"), "a") as log:
     log.write(f"$ {shlex.join(argv)}\n")
     log.flush()
-    code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    if _STOPPING.is_set():
+      return -1, 0.0
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    _RUNNING.add(process)
+    if _STOPPING.is_set():   # stopped while this process was starting
+      process.terminate()
+    code = process.wait()
+    _RUNNING.discard(process)
   return code, time.time() - start
+
+
+def _stop_running_points(*_):
+  """SIGTERM/SIGINT: start no new point and end the running ones (they resume on relaunch)."""
+  _STOPPING.set()
+  for process in list(_RUNNING):
+    process.terminate()
+  raise KeyboardInterrupt
 
 
 def _last_line(path: str) -> str:
@@ -137,17 +158,24 @@ def main(argv):
   print(f"{len(points)} points, {len(points) - len(todo)} finished, {len(todo)} to run"
         f" ({_PARALLEL.value} at a time) in {workdir}", flush=True)
   failed = []
-  with concurrent.futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
-    futures = {pool.submit(run_point, command(config_arg, p, os.path.join(workdir, n)),
-                           os.path.join(workdir, n)): n for p, n in todo}
-    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      name = futures[future]
-      code, seconds = future.result()
-      log = os.path.join(workdir, name, "sweep.log")
-      status = "done" if code == 0 else f"FAILED (exit {code}): {_last_line(log)}"
-      print(f"[{done}/{len(todo)}] {name}: {status} ({seconds:.0f} s)", flush=True)
-      if code:
-        failed.append(log)
+  signal.signal(signal.SIGTERM, _stop_running_points)
+  signal.signal(signal.SIGINT, _stop_running_points)
+  try:
+    with concurrent.futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
+      futures = {pool.submit(run_point, command(config_arg, p, os.path.join(workdir, n)),
+                             os.path.join(workdir, n)): n for p, n in todo}
+      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        name = futures[future]
+        code, seconds = future.result()
+        log = os.path.join(workdir, name, "sweep.log")
+        status = "done" if code == 0 else f"FAILED (exit {code}): {_last_line(log)}"
+        print(f"[{done}/{len(todo)}] {name}: {status} ({seconds:.0f} s)", flush=True)
+        if code:
+          failed.append(log)
+  except KeyboardInterrupt:
+    print("error: interrupted; the running points were stopped, rerun the same command to resume"
+          " them from their checkpoints.", file=sys.stderr, flush=True)
+    sys.exit(1)
   prefixes = [os.path.join(workdir, "sweep")] + ([_RESULTS.value] if _RESULTS.value else [])
   rows = write_aggregate(config, config_arg, points, workdir, prefixes)
   print(f"aggregated {len(rows)} groups into {', '.join(p + '.md' for p in prefixes)}")

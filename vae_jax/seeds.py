@@ -79,6 +79,7 @@ def init_states(model, optimizer: optax.GradientTransformation, seeds: Sequence[
                 betas: Sequence[float], learning_rates: Sequence[float] | None = None
                 ) -> training.TrainState:
   """`training.init_state` of every member, stacked on a leading axis of size len(seeds)."""
+  # Not jitted: eager like the single run's `init_state`, so θ_0 is bit-identical.
   states = jax.vmap(lambda seed, beta: training.init_state(model, optimizer, seed, beta))(
       jnp.asarray(seeds, jnp.int32), jnp.asarray(betas, jnp.float32))
   if learning_rates is not None:

@@ -11,7 +11,7 @@ IS-NLL (k=500) on the first 1000 test images.
 Measured: experiments/results/ablation_activation.md (table) and .png (plot).
 """
 
-from experiments.configs import default
+from experiments.configs import ablation_common
 from vae_jax import sweeps
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "softplus", "tanh", "sigmoid", "gelu", "silu")
@@ -19,11 +19,7 @@ SEEDS = (0, 1, 2)
 
 
 def get_config(arg: str = ""):
-  if arg:
-    raise ValueError(f"unknown config argument {arg!r}; this config takes none.")
-  config = default.get_config("quick")
-  config.training.progress_bar = False
-  return config
+  return ablation_common.base_config(arg)
 
 
 def get_sweep(arg: str = ""):

@@ -15,7 +15,7 @@ IS-NLL with k=100).
 Measured: experiments/results/ablation_depth.md (table) and .png (plot).
 """
 
-from experiments.configs import default
+from experiments.configs import ablation_common
 from vae_jax import autoencoders
 from vae_jax import sweeps
 
@@ -30,12 +30,7 @@ def hidden_widths() -> list[tuple]:
 
 
 def get_config(arg: str = ""):
-  if arg:
-    raise ValueError(f"unknown config argument {arg!r}; this config takes none.")
-  config = default.get_config("quick")
-  config.training.progress_bar = False
-  config.eval.is_num_samples = 100   # a cheaper IS-NLL than quick's k=500 (shared 2-core CPU)
-  return config
+  return ablation_common.base_config(arg, is_num_samples=100)  # cheaper than k=500 on the shared 2-core CPU
 
 
 def get_sweep(arg: str = ""):

@@ -11,7 +11,7 @@ encoder widths 784 ≥ 512 ≥ 256 ≥ d (Lemma 2.1.1) and the decoder's increas
 Measured: experiments/results/ablation_latent.md (table) and .png (plot).
 """
 
-from experiments.configs import default
+from experiments.configs import ablation_common
 from vae_jax import sweeps
 
 LATENT_DIMS = (2, 4, 8, 16, 32, 64)
@@ -19,11 +19,7 @@ SEEDS = (0, 1)
 
 
 def get_config(arg: str = ""):
-  if arg:
-    raise ValueError(f"unknown config argument {arg!r}; this config takes none.")
-  config = default.get_config("quick")
-  config.training.progress_bar = False
-  return config
+  return ablation_common.base_config(arg)
 
 
 def get_sweep(arg: str = ""):
