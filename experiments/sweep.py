@@ -3,6 +3,7 @@ r"""Runs a sweep: every point of a config's `get_sweep()` as its own training ru
   python -m experiments.sweep --config=experiments/configs/ablation_beta.py --workdir=workdirs/beta
   python -m experiments.sweep --config=... --workdir=... --parallel=2
   python -m experiments.sweep --config=... --workdir=... --dry_run     # print the commands only
+  python -m experiments.sweep --config=... --workdir=... --aggregate_only
   python -m experiments.sweep --config=... --workdir=... --results=experiments/results/ablation_beta
 
 Point p runs `python -m experiments.train --config=<config> --config.<field>=<value> ...
@@ -34,6 +35,7 @@ _CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder that receives one sub-workdir per point.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Points trained at the same time (processes).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the command line of every unfinished point and exit.")
+_AGGREGATE_ONLY = flags.DEFINE_bool("aggregate_only", False, "Only aggregate the finished points; run nothing.")
 _RESULTS = flags.DEFINE_string("results", "", "Also write the aggregate to <results>.{csv,json,md,png}.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -155,8 +157,12 @@ def main(argv):
     for point, name in todo:
       print(shlex.join(command(config_arg, point, os.path.join(workdir, name), python="python")))
     return
-  print(f"{len(points)} points, {len(points) - len(todo)} finished, {len(todo)} to run"
-        f" ({_PARALLEL.value} at a time) in {workdir}", flush=True)
+  if _AGGREGATE_ONLY.value:
+    print(f"{len(points)} points, {len(points) - len(todo)} finished; aggregating only", flush=True)
+    todo = []
+  else:
+    print(f"{len(points)} points, {len(points) - len(todo)} finished, {len(todo)} to run"
+          f" ({_PARALLEL.value} at a time) in {workdir}", flush=True)
   failed = []
   signal.signal(signal.SIGTERM, _stop_running_points)
   signal.signal(signal.SIGINT, _stop_running_points)

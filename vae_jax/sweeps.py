@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from typing import Any, Iterable, Sequence
 
 import ml_collections
@@ -286,7 +287,7 @@ def plot(rows: Sequence[dict], path: str, metrics: Sequence[str] = ("neg_elbo", 
       order = np.argsort(position, kind="stable")
       axis.errorbar(np.asarray(position, float)[order], [members[i][f"{metric}_mean"] for i in order],
                     yerr=[std(members[i], metric) for i in order], marker="o", capsize=3,
-                    label=label or None)
+                    linestyle="-" if numeric else "none", label=label or None)
     if numeric and min(xs) > 0 and max(xs) / min(xs) >= 8:
       axis.set_xscale("log", base=2)
     if not numeric:
@@ -301,13 +302,14 @@ def plot(rows: Sequence[dict], path: str, metrics: Sequence[str] = ("neg_elbo", 
     for row in rows:
       axis.errorbar(row["kl_mean"], -row["recon_mean"], xerr=std(row, "kl"), yerr=std(row, "recon"),
                     marker="o", capsize=2)
-      axis.annotate(row["label"].replace(",", "\n"), (row["kl_mean"], -row["recon_mean"]), fontsize=6,
+      text = ", ".join(_value_text(value_of(row, f)) for f in fields)
+      axis.annotate(text, (row["kl_mean"], -row["recon_mean"]), fontsize=7,
                     textcoords="offset points", xytext=(3, 3))
     axis.set_xlabel("rate: KL(q(z|x) ‖ p(z)) (nats)")
     axis.set_ylabel("distortion: −E_q log p(x|z) (nats)")
     axis.grid(alpha=0.3)
   if title:
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(textwrap.fill(title, 150), fontsize=8)
   figure.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   figure.savefig(path, dpi=110)
