@@ -146,7 +146,7 @@ def run_downstream(loaded):
                      bytes_per_example=compression.bits_per_image(model.latent_dim, 8) / 8,
                      encode_time_s=encode_time))
   return rows, ("dataset", "features", "feature_dim", "test_accuracy", "fit_time_s",
-                "compile_time_s", "encode_time_s", "bytes_per_example", "train_set_float32_bytes")
+                "encode_time_s", "bytes_per_example", "train_set_float32_bytes")
 
 
 def run_anomaly(loaded):

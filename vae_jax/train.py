@@ -64,7 +64,7 @@ def build_model(config: ml_collections.ConfigDict) -> vae_lib.VAE:
 
 
 def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
-  """A split as in memory, evaluation splits of dynamic MNIST binarised once."""
+  """A split as in memory (without class data.exclude_label), evaluation splits of dynamic MNIST binarised once."""
   loaded = data_lib.load_split(
       config.data.name, split, data_dir=config.data.data_dir or None,
       raw_data_dir=config.data.raw_data_dir or None)
@@ -88,7 +88,7 @@ def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Checks the workdir is writable and holds no run of another config."""
+  """Checks the workdir is writable and holds no run of another config (writes nothing in it)."""
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
@@ -112,10 +112,15 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise WorkdirError(
           f"workdir {workdir} holds a run with a different {', '.join(fields)};"
           " use a new --workdir, or the config of that run to resume it.")
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json (atomically), once the workdir and its checkpoints passed every check."""
   if jax.process_index() == 0:
+    path = os.path.join(workdir, "config.json")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-      json.dump(current, f, indent=2)
+      json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
     os.replace(tmp, path)
 
 
@@ -159,6 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is not None:
     state = restored
     logging.info("resuming from step %d", int(state.step))
+  _write_config(config, workdir)
   if int(state.step) >= total_steps and os.path.exists(results_path):
     with open(results_path) as f:
       return json.load(f)
