@@ -1,21 +1,53 @@
-"""Shared command-line behaviour: user errors become one line and exit code 1."""
+"""Shared command-line behaviour: user errors become one line and exit code 1.
+
+Entry points call `run(main)` (flag and config errors: one line) and wrap their
+work in `one_line_errors()` (errors of the input, the data, the workdir or the
+disk: one line). Both print `error: <what is wrong>; <how to fix it>` on
+stderr and exit with status 1; anything else is a bug and keeps its traceback.
+"""
 
 import contextlib
+import errno
 import os
+import re
 import sys
 
 from absl import app
+from absl import flags
 from absl import logging
 
 # TensorFlow (used by TFDS to prepare data) logs every op placement otherwise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 # Errors that mean "the input is wrong" rather than "the program is wrong".
 def _user_error_types():
   from vae_jax import checkpoints, data, train  # pylint: disable=g-import-not-at-top
-  return (ValueError, KeyError, TypeError, FileNotFoundError, PermissionError, data.DataError,
+  return (ValueError, KeyError, TypeError, OSError, data.DataError,
           checkpoints.CheckpointError, train.TrainingDiverged, train.WorkdirError)
+
+
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def _message(e: BaseException) -> str:
+  """The first line of `e`; for a full disk or a denied write, what to do about it."""
+  if isinstance(e, OSError) and e.errno in _DISK_ERRNOS and e.filename:
+    return (f"{e.strerror}: {e.filename}; free disk space or fix permissions, then rerun"
+            " the same command.")
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__
+
+
+def _cause(e: BaseException) -> str:
+  """The last line of a message that embeds a traceback or a list of attempts."""
+  lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+  cause = re.sub(r"^\w+(Error|Exception): ", "", lines[-1]) if lines else type(e).__name__
+  return cause.rstrip(".")
 
 
 @contextlib.contextmanager
@@ -24,9 +56,38 @@ def one_line_errors():
   try:
     yield
   except _user_error_types() as e:
-    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(1)
+    _fail(_message(e))
+
+
+def _unknown_field(e: Exception, argv) -> str:
+  """ml_collections' "'latent_dm'\\nDid you mean ..." for a misspelt --config.<field>."""
+  text = str(e).replace("\\n", "\n").replace("\\'", "'")
+  suggestion = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', text)
+  name = suggestion.group(2) if suggestion else (re.findall(r"'(\w+)'", text) or ["?"])[0]
+  given = [a.split("=")[0] for a in argv if a.startswith("--") and f".{name}" in a.split("=")[0]]
+  where = f" ({given[0]})" if given else ""
+  fix = (f"did you mean {suggestion.group(1)!r}?" if suggestion
+         else "see vae_jax/config.py for every field")
+  return f"unknown config field {name!r}{where}; {fix}"
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with every error as one line, and config files loaded now."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # --config.<field> that the config does not have
+    _fail(_unknown_field(e, argv))
+  except flags.Error as e:
+    _fail(f"{_cause(e)}; see --helpfull for the flags")
+  except (TypeError, ValueError) as e:
+    _fail(_cause(e))
+  for name in list(flags.FLAGS):
+    try:  # ml_collections defers a config file's load error to the first attribute access
+      getattr(flags.FLAGS[name].value, "lock", None)
+    except OSError as e:
+      _fail(f"cannot load --{name} ({_cause(e)}); give the path of a config file,"
+            " e.g. experiments/configs/default.py")
+  return remaining
 
 
 def run(main):
@@ -38,4 +99,4 @@ def run(main):
     return main(argv)
 
   with one_line_errors():
-    app.run(quiet_main)
+    app.run(quiet_main, flags_parser=_parse_flags)

@@ -11,7 +11,6 @@ divergence) print one line and exit with status 1.
 
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -30,7 +29,8 @@ _AUTODETECT = flags.DEFINE_bool("distributed_autodetect", False,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise ValueError(f"unexpected arguments {' '.join(argv[1:])!r}; give every setting as a"
+                     " flag, e.g. --config.model.latent_dim=2")
   from vae_jax import sharding, train  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

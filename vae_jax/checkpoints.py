@@ -3,8 +3,11 @@
 Each checkpoint holds two items: `state` (the `TrainState` pytree, written by
 orbax atomically: a temporary folder renamed when complete, so a process
 killed mid-write leaves no half checkpoint behind) and `meta` (JSON with the
-step and a SHA-256 digest of every array of the state). On restore the digest
-is recomputed: a checkpoint that fails to load or whose bytes changed is moved
+step, the shape and dtype of every leaf, and a SHA-256 digest of every array of
+the state). On restore `meta` is read first: a checkpoint whose shapes differ
+from this run's state was written by another model, and restoring stops with a
+`CheckpointError` (the checkpoint is left as it is). Then the digest is
+recomputed: a checkpoint that fails to load or whose bytes changed is moved
 aside to `<workdir>/corrupt_checkpoints/` (never deleted), a warning names it,
 and the previous checkpoint is tried. Nothing is unpickled: orbax reads arrays
 and JSON only.
@@ -25,7 +28,7 @@ import orbax.checkpoint as ocp
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint could not be written, or none of the existing ones loads."""
+  """A checkpoint could not be written, or was written by a different model."""
 
 
 def state_digest(state: Any) -> str:
@@ -36,6 +39,12 @@ def state_digest(state: Any) -> str:
     digest.update(f"{array.dtype}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()
+
+
+def leaf_shapes(state: Any) -> dict[str, str]:
+  """{tree path: "dtype[shape]"} of every leaf (what `meta` records)."""
+  return {jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
+          for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
 
 
 def abstract_like(state: Any) -> Any:
@@ -67,7 +76,8 @@ class CheckpointStore:
     step = int(state.step)
     if step in self._manager.all_steps():
       return step
-    meta = {"step": step, "digest": state_digest(state), "time": time.time(), **(extra or {})}
+    meta = {"step": step, "digest": state_digest(state), "shapes": leaf_shapes(state),
+            "time": time.time(), **(extra or {})}
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
@@ -85,18 +95,25 @@ class CheckpointStore:
 
     Args:
       target: a state of the expected structure (its arrays give shapes/dtypes).
+
+    Raises:
+      CheckpointError: the newest readable checkpoint holds a different model.
     """
     abstract = abstract_like(target)
     for step in reversed(self.steps()):
       try:
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        self._check_same_model(step, meta, target)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        state, meta = restored.state, restored.meta
+        state = restored.state
         if state_digest(state) != meta["digest"]:
           raise ValueError("the arrays do not match the digest written with them")
         if (jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(target)):
           raise ValueError("the state's structure differs from this run's")
         return type(target)(*state) if isinstance(target, tuple) else state, meta
+      except CheckpointError:
+        raise
       except Exception as e:  # pylint: disable=broad-except
         moved = self._quarantine(step)
         logging.warning("checkpoint %s is corrupt or unreadable (%s: %s); moved it to %s"
@@ -105,6 +122,21 @@ class CheckpointStore:
         print(f"WARNING: checkpoint of step {step} is corrupt ({type(e).__name__});"
               f" moved to {moved}; falling back to the previous checkpoint.", flush=True)
     return None, None
+
+  def _check_same_model(self, step: int, meta: dict, target: Any) -> None:
+    """Raises CheckpointError if `meta` records other leaf shapes than `target`'s."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("shapes"), dict):
+      return  # no record of the shapes (an older checkpoint): the restore checks them
+    ours = leaf_shapes(target)
+    if meta["shapes"] == ours:
+      return
+    differ = sorted(set(ours) ^ set(meta["shapes"])) or sorted(
+        k for k in ours if ours[k] != meta["shapes"][k])
+    name = differ[0]
+    raise CheckpointError(
+        f"checkpoint {os.path.join(self.directory, str(step))} was written by a different"
+        f" model ({name}: {meta['shapes'].get(name, 'absent')} there, {ours.get(name, 'absent')}"
+        " here); use a new --workdir, or the config of the run that wrote it.")
 
   def _quarantine(self, step: int) -> str:
     aside = os.path.join(self.workdir, "corrupt_checkpoints")

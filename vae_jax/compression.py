@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import checkpoints
+from vae_jax import data as data_lib
 from vae_jax import vae as vae_lib
 
 MAGIC = b"VAEZ"
@@ -225,6 +226,7 @@ def compress(model: vae_lib.VAE, params, images, precision="8", batch_size: int 
   images = np.asarray(images, np.float32)
   if images.ndim != 2 or images.shape[1] != model.data_dim:
     raise ValueError(f"images must be [N, {model.data_dim}] in [0, 1], got shape {images.shape}.")
+  data_lib.check_images(images, model.data_dim)  # finite, in [0, 1]
   return encode_latents(latent_means(model, params, images, batch_size), precision,
                         model_id(model, params))
 

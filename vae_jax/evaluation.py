@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import data as data_lib
 from vae_jax import objectives
 from vae_jax import sharding
 from vae_jax import vae as vae_lib
@@ -140,6 +141,7 @@ def evaluate(model: vae_lib.VAE, params: dict, images: np.ndarray, key: jax.Arra
         f" got shape {images.shape}.")
   if images.shape[0] == 0:
     raise ValueError("images is empty; there is nothing to evaluate.")
+  data_lib.check_images(images, model.data_dim)  # finite, in [0, 1]
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}.")
   if num_samples is not None:
