@@ -33,6 +33,7 @@ training images; see README "Applications" for the exact set):
     --workdir=workdirs/apps/mnist_z8_withoutK                             # K = 0, 1, 7, 9
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -47,26 +48,28 @@ from PIL import Image
 from experiments import cli
 
 APPS = ("compression", "downstream", "anomaly", "generation")
-_APP = flags.DEFINE_enum("app", None, APPS, "The application to run.")
-_WORKDIRS = flags.DEFINE_list("workdirs", None, "Comma-separated workdirs of trained models.")
-_OUT = flags.DEFINE_string("out", "experiments/results/applications", "Results folder.")
-_PRECISIONS = flags.DEFINE_list("precisions", ["1", "2", "3", "4", "6", "8", "float16", "float32"],
-                                "compression: float32, float16 or bits per dimension.")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Test images used (0 = the whole split).")
-_NUM_TRAIN = flags.DEFINE_integer("num_train", 0, "downstream: training images used (0 = all).")
-_IS_SAMPLES = flags.DEFINE_integer("is_num_samples", 100, "anomaly: K of the IS-NLL.")
-_STEPS = flags.DEFINE_integer("fit_steps", 500, "downstream: full-batch Adam steps.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of every random draw.")
-flags.mark_flags_as_required(["app", "workdirs"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What every application reads besides the models (the command-line flags)."""
+  out: str = "experiments/results/applications"
+  precisions: tuple = ("1", "2", "3", "4", "6", "8", "float16", "float32")
+  num_examples: int = 0      # test images used (0 = the whole split)
+  num_train: int = 0         # downstream: training images used (0 = all)
+  is_num_samples: int = 100  # anomaly: K of the IS-NLL
+  fit_steps: int = 500       # downstream: full-batch Adam steps
+  seed: int = 0              # seed of every random draw
+
 
 OTHER_DATASET = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 
 
-def _split(config, split, dataset=None):
+def _split(config, options, split, dataset=None):
   from vae_jax import data  # pylint: disable=g-import-not-at-top
   loaded = data.load_split(dataset or config.data.name, split, data_dir=config.data.data_dir or None,
                            raw_data_dir=config.data.raw_data_dir or None)
-  n = {"test": _NUM_EXAMPLES.value, "train": _NUM_TRAIN.value}.get(split) or len(loaded)
+  n = {"test": options.num_examples, "train": options.num_train}.get(split) or len(loaded)
   return loaded.images[:n], None if loaded.labels is None else loaded.labels[:n]
 
 
@@ -85,14 +88,14 @@ def png_bytes(images: np.ndarray, image_shape) -> np.ndarray:
   return np.asarray(sizes)
 
 
-def run_compression(loaded):
+def run_compression(loaded, options):
   from vae_jax import compression  # pylint: disable=g-import-not-at-top
   rows, png = [], {}
   for workdir, (config, model, params) in loaded.items():
-    images, _ = _split(config, "test")
+    images, _ = _split(config, options, "test")
     if config.data.name not in png:
       png[config.data.name] = float(png_bytes(images, model.input_shape).mean())
-    for precision in _PRECISIONS.value:
+    for precision in options.precisions:
       blob = compression.compress(model, params, images, precision)
       scores = compression.distortion(images, compression.decompress(model, params, blob))
       rows.append(dict(workdir=_name(workdir), dataset=config.data.name,
@@ -100,7 +103,7 @@ def run_compression(loaded):
                        bits_per_image=compression.bits_per_image(model.latent_dim, precision),
                        bytes_per_image=len(blob) / len(images), file_bytes=len(blob), num_images=len(images), raw_bytes=model.data_dim,
                        png_bytes=png[config.data.name], **scores))
-  _plot_rate_distortion(rows, os.path.join(_OUT.value, "compression.png"))
+  _plot_rate_distortion(rows, os.path.join(options.out, "compression.png"))
   return rows, ("dataset", "latent_dim", "precision", "bits_per_image", "bytes_per_image", "raw_bytes",
                 "png_bytes", "mse", "psnr")
 
@@ -127,13 +130,13 @@ def _plot_rate_distortion(rows, path):
   plt.close(fig)
 
 
-def run_downstream(loaded):
+def run_downstream(loaded, options):
   from vae_jax import compression, downstream  # pylint: disable=g-import-not-at-top
   rows, done = [], set()
   for workdir, (config, model, params) in loaded.items():
-    train_x, train_y = _split(config, "train")
-    test_x, test_y = _split(config, "test")
-    fit = lambda a, b: downstream.compare(a, train_y, b, test_y, 10, steps=_STEPS.value)
+    train_x, train_y = _split(config, options, "train")
+    test_x, test_y = _split(config, options, "test")
+    fit = lambda a, b: downstream.compare(a, train_y, b, test_y, 10, steps=options.fit_steps)
     if config.data.name not in done:
       done.add(config.data.name)
       rows.append(dict(fit(train_x, test_x), dataset=config.data.name, features="pixels",
@@ -149,14 +152,14 @@ def run_downstream(loaded):
                 "encode_time_s", "bytes_per_example", "train_set_float32_bytes")
 
 
-def run_anomaly(loaded):
+def run_anomaly(loaded, options):
   from vae_jax import anomaly  # pylint: disable=g-import-not-at-top
   rows = []
-  key = jax.random.PRNGKey(_SEED.value)
+  key = jax.random.PRNGKey(options.seed)
   for workdir, (config, model, params) in loaded.items():
-    images, labels = _split(config, "test")
+    images, labels = _split(config, options, "test")
     score = lambda x, i: anomaly.scores(model, params, x, jax.random.fold_in(key, i),
-                                        num_samples=_IS_SAMPLES.value)
+                                        num_samples=options.is_num_samples)
     scores = score(images, 0)
     held_out = config.data.exclude_label
     if held_out >= 0:
@@ -167,23 +170,23 @@ def run_anomaly(loaded):
       other = OTHER_DATASET.get(config.data.name)
       if other is None:
         continue
-      normal, anomalous = scores, score(_split(config, "test", other)[0], 1)
+      normal, anomalous = scores, score(_split(config, options, "test", other)[0], 1)
       anomalies = f"{other} test"
     for name, result in anomaly.evaluate(normal, anomalous).items():
       rows.append(dict(result, workdir=_name(workdir), trained_on=config.data.name,
-                       anomalies=anomalies, score=name, is_num_samples=_IS_SAMPLES.value))
+                       anomalies=anomalies, score=name, is_num_samples=options.is_num_samples))
   return rows, ("workdir", "anomalies", "score", "auroc", "mean_normal", "mean_anomaly",
                 "num_normal", "num_anomaly")
 
 
-def run_generation(loaded):
+def run_generation(loaded, options):
   from vae_jax import compression, generation, image_grid  # pylint: disable=g-import-not-at-top
   rows = []
-  key = jax.random.PRNGKey(_SEED.value)
-  folder = os.path.join(_OUT.value, "generation")
+  key = jax.random.PRNGKey(options.seed)
+  folder = os.path.join(options.out, "generation")
   for workdir, (config, model, params) in loaded.items():
     name, shape = _name(workdir), model.input_shape
-    images, _ = _split(config, "test")
+    images, _ = _split(config, options, "test")
     temperatures = (0.5, 0.75, 1.0, 1.25)
     image_grid.save_grid(generation.temperature_grid(model, params, key, temperatures),
                          os.path.join(folder, f"{name}_temperatures.png"), shape)
@@ -208,23 +211,52 @@ def markdown_table(rows, columns) -> str:
   return "\n".join(lines) + "\n"
 
 
+def run(app: str, workdirs, options: Options = Options(), command: str = "") -> list[dict]:
+  """Runs `app` on the trained `workdirs`; writes <out>/<app>.json and .md; returns the rows."""
+  from vae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if app not in APPS:
+    raise ValueError(f"app={app!r} is unknown; choose one of {', '.join(APPS)}.")
+  loaded = {w: workdir_lib.load_trained(w) for w in workdirs}
+  os.makedirs(options.out, exist_ok=True)
+  start = time.time()
+  rows, columns = globals()[f"run_{app}"](loaded, options)
+  record = {"command": command, "options": dataclasses.asdict(options),
+            "wall_time_s": time.time() - start, "rows": rows}
+  with open(os.path.join(options.out, f"{app}.json"), "w") as f:
+    json.dump(record, f, indent=1)
+  table = markdown_table(rows, columns)
+  with open(os.path.join(options.out, f"{app}.md"), "w") as f:
+    f.write(f"`{command}`\n\n{table}" if command else table)
+  print(table)
+  return rows
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so tests can import the module)."""
+  defaults = Options()
+  flags.DEFINE_enum("app", None, APPS, "The application to run.")
+  flags.DEFINE_list("workdirs", None, "Comma-separated workdirs of trained models.")
+  flags.DEFINE_string("out", defaults.out, "Results folder.")
+  flags.DEFINE_list("precisions", list(defaults.precisions),
+                    "compression: float32, float16 or bits per dimension.")
+  flags.DEFINE_integer("num_examples", defaults.num_examples, "Test images used (0 = all).")
+  flags.DEFINE_integer("num_train", defaults.num_train, "downstream: training images (0 = all).")
+  flags.DEFINE_integer("is_num_samples", defaults.is_num_samples, "anomaly: K of the IS-NLL.")
+  flags.DEFINE_integer("fit_steps", defaults.fit_steps, "downstream: full-batch Adam steps.")
+  flags.DEFINE_integer("seed", defaults.seed, "Seed of every random draw.")
+  flags.mark_flags_as_required(["app", "workdirs"])
+
+
 def main(argv):
   del argv
-  from vae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  args = flags.FLAGS
+  options = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)})
+  options = dataclasses.replace(options, precisions=tuple(options.precisions))
   with cli.one_line_errors():
-    loaded = {w: workdir_lib.load_trained(w) for w in _WORKDIRS.value}
-    os.makedirs(_OUT.value, exist_ok=True)
-    start = time.time()
-    rows, columns = globals()[f"run_{_APP.value}"](loaded)
-    command = "python -m experiments.applications " + " ".join(sys.argv[1:])
-    record = {"command": command, "wall_time_s": time.time() - start, "rows": rows}
-    with open(os.path.join(_OUT.value, f"{_APP.value}.json"), "w") as f:
-      json.dump(record, f, indent=1)
-    table = markdown_table(rows, columns)
-    with open(os.path.join(_OUT.value, f"{_APP.value}.md"), "w") as f:
-      f.write(f"`{command}`\n\n{table}")
-    print(table)
+    run(args.app, args.workdirs, options,
+        "python -m experiments.applications " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

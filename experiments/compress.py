@@ -24,18 +24,6 @@ from PIL import Image
 
 from experiments import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the trained model.")
-_SPLIT = flags.DEFINE_string("split", None, "encode: a split (train, validation, test) to encode.")
-_DATASET = flags.DEFINE_string("dataset", None, "encode --split: dataset (default: the model's).")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 0, "encode --split: first N images only (0 = all).")
-_INPUT_DIR = flags.DEFINE_string("input_dir", None, "encode: a folder of PNG images to encode.")
-_PRECISION = flags.DEFINE_string("precision", "8", "encode: float32, float16 or bits (1-16).")
-_OUTPUT = flags.DEFINE_string("output", None, "encode: the file to write.")
-_INPUT = flags.DEFINE_string("input", None, "decode: the file to read.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "decode: folder for the PNGs.")
-flags.mark_flags_as_required(["workdir"])
-
-
 def read_pngs(folder: str, image_shape) -> np.ndarray:
   """The *.png files of `folder` in sorted order as [N, H·W] greyscale in [0, 1]."""
   if not os.path.isdir(folder):
@@ -63,48 +51,70 @@ def write_pngs(images: np.ndarray, folder: str, image_shape) -> None:
     Image.fromarray(pixels).save(os.path.join(folder, f"{i:0{width}d}.png"))
 
 
-def _encode(config, model, params) -> None:
-  from vae_jax import compression, data  # pylint: disable=g-import-not-at-top
-  if not _OUTPUT.value or (_SPLIT.value is None) == (_INPUT_DIR.value is None):
+def encode(workdir: str, output: str, precision="8", *, split: str | None = None,
+           input_dir: str | None = None, dataset: str | None = None, num_images: int = 0) -> bytes:
+  """Encodes a dataset split or a folder of PNGs with the model of `workdir` into `output`."""
+  from vae_jax import compression, data, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not output or (split is None) == (input_dir is None):
     raise ValueError("encode needs --output and exactly one of --split or --input_dir.")
-  if _INPUT_DIR.value:
-    images = read_pngs(_INPUT_DIR.value, model.input_shape)
+  config, model, params = workdir_lib.load_trained(workdir)
+  if input_dir:
+    images = read_pngs(input_dir, model.input_shape)
   else:
-    images = data.load_split(_DATASET.value or config.data.name, _SPLIT.value,
+    images = data.load_split(dataset or config.data.name, split,
                              data_dir=config.data.data_dir or None,
                              raw_data_dir=config.data.raw_data_dir or None).images
-    if _NUM_IMAGES.value:
-      images = images[:_NUM_IMAGES.value]
-  blob = compression.compress(model, params, images, _PRECISION.value)
-  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  with open(_OUTPUT.value, "wb") as f:
+    if num_images:
+      images = images[:num_images]
+  blob = compression.compress(model, params, images, precision)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  with open(output, "wb") as f:
     f.write(blob)
-  print(f"{len(images)} images -> {_OUTPUT.value}: {len(blob)} bytes,"
+  print(f"{len(images)} images -> {output}: {len(blob)} bytes,"
         f" {len(blob) / len(images):.1f} bytes/image (raw {model.data_dim})")
+  return blob
 
 
-def _decode(model, params) -> None:
-  from vae_jax import compression  # pylint: disable=g-import-not-at-top
-  if not _INPUT.value or not _OUTPUT_DIR.value:
+def decode(workdir: str, input_path: str, output_dir: str) -> np.ndarray:
+  """Decodes the file `input_path` with the model of `workdir` into PNGs in `output_dir`."""
+  from vae_jax import compression, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not input_path or not output_dir:
     raise ValueError("decode needs --input and --output_dir.")
-  with open(_INPUT.value, "rb") as f:
+  _, model, params = workdir_lib.load_trained(workdir)
+  with open(input_path, "rb") as f:
     blob = f.read()
   images = compression.decompress(model, params, blob)
-  write_pngs(images, _OUTPUT_DIR.value, model.input_shape)
-  print(f"{_INPUT.value} -> {len(images)} PNGs in {_OUTPUT_DIR.value}")
+  write_pngs(images, output_dir, model.input_shape)
+  print(f"{input_path} -> {len(images)} PNGs in {output_dir}")
+  return images
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so tests can import the module)."""
+  flags.DEFINE_string("workdir", None, "Workdir of the trained model.")
+  flags.DEFINE_string("split", None, "encode: a split (train, validation, test) to encode.")
+  flags.DEFINE_string("dataset", None, "encode --split: dataset (default: the model's).")
+  flags.DEFINE_integer("num_images", 0, "encode --split: first N images only (0 = all).")
+  flags.DEFINE_string("input_dir", None, "encode: a folder of PNG images to encode.")
+  flags.DEFINE_string("precision", "8", "encode: float32, float16 or bits (1-16).")
+  flags.DEFINE_string("output", None, "encode: the file to write.")
+  flags.DEFINE_string("input", None, "decode: the file to read.")
+  flags.DEFINE_string("output_dir", None, "decode: folder for the PNGs.")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   if len(argv) != 2 or argv[1] not in ("encode", "decode"):
     raise app.UsageError("give one command: encode or decode.")
-  from vae_jax import workdir  # pylint: disable=g-import-not-at-top
+  args = flags.FLAGS
   with cli.one_line_errors():
-    config, model, params = workdir.load_trained(_WORKDIR.value)
     if argv[1] == "encode":
-      _encode(config, model, params)
+      encode(args.workdir, args.output, args.precision, split=args.split,
+             input_dir=args.input_dir, dataset=args.dataset, num_images=args.num_images)
     else:
-      _decode(model, params)
+      decode(args.workdir, args.input, args.output_dir)
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -136,14 +136,10 @@ def test_generation_grids(trained):
 
 @pytest.mark.parametrize("app", ["compression", "downstream", "anomaly", "generation"])
 def test_applications_command_writes_results(trained, tmp_path, app):
-  from absl import flags  # pylint: disable=g-import-not-at-top
   from experiments import applications  # pylint: disable=g-import-not-at-top
-  path = trained[0]
-  flags.FLAGS.unparse_flags()
-  argv = flags.FLAGS(["applications", f"--app={app}", f"--workdirs={path}", f"--out={tmp_path}",
-                      "--num_examples=40", "--num_train=300", "--fit_steps=20",
-                      "--is_num_samples=10", "--precisions=2,float16"])
-  applications.main(argv)
+  options = applications.Options(out=str(tmp_path), num_examples=40, num_train=300, fit_steps=20,
+                                 is_num_samples=10, precisions=("2", "float16"))
+  applications.run(app, [trained[0]], options, command="python -m experiments.applications test")
   record = json.loads((tmp_path / f"{app}.json").read_text())
   assert record["rows"] and record["command"].startswith("python -m experiments.applications")
   assert (tmp_path / f"{app}.md").read_text().count("\n|") >= 2

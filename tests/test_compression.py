@@ -122,46 +122,26 @@ def test_load_trained_errors(tmp_path):
     workdir.load_trained(str(tmp_path))
 
 
-def _run_compress(capsys, *args) -> tuple[int, str]:
-  """experiments.compress in-process: (exit code, stderr)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from experiments import compress  # pylint: disable=g-import-not-at-top
-  flags.FLAGS.unparse_flags()
-  argv = flags.FLAGS(["compress", *args])
-  capsys.readouterr()
-  try:
-    compress.main(argv)
-    code = 0
-  except SystemExit as e:
-    code = e.code
-  return code, capsys.readouterr().err
-
-
 def test_command_line_round_trip(trained, tmp_path, capsys):
+  from experiments import cli, compress  # pylint: disable=g-import-not-at-top
   path, model, params, images = trained
-  from experiments import compress  # pylint: disable=g-import-not-at-top
   encoded, pngs = tmp_path / "test.vaez", tmp_path / "pngs"
-  code, err = _run_compress(capsys, "encode", f"--workdir={path}", "--split=test",
-                            "--num_images=12", "--precision=6", f"--output={encoded}")
-  assert code == 0, err
-  code, err = _run_compress(capsys, "decode", f"--workdir={path}", f"--input={encoded}",
-                            f"--output_dir={pngs}")
-  assert code == 0, err
+  compress.encode(path, str(encoded), "6", split="test", num_images=12)
+  compress.decode(path, str(encoded), str(pngs))
   decoded = compress.read_pngs(str(pngs), model.input_shape)
   expected = compression.decompress(model, params, encoded.read_bytes())
   np.testing.assert_allclose(decoded, expected, atol=0.5 / 255 + 1e-6)   # 8-bit PNG rounding
   assert len(decoded) == 12 and compression.distortion(images[:12], decoded)["mse"] < 0.2
-  # A folder of PNGs encodes too (sorted names), losslessly at float32 up to the model.
-  code, err = _run_compress(capsys, "encode", f"--workdir={path}", f"--input_dir={pngs}",
-                            "--precision=float32", f"--output={tmp_path / 'pngs.vaez'}")
-  assert code == 0, err
-  assert compression.read_header((tmp_path / "pngs.vaez").read_bytes()).num_images == 12
+  # A folder of PNGs encodes too (in sorted name order).
+  blob = compress.encode(path, str(tmp_path / "pngs.vaez"), "float32", input_dir=str(pngs))
+  assert compression.read_header(blob).num_images == 12
 
   (tmp_path / "short.vaez").write_bytes(encoded.read_bytes()[:-3])
-  code, err = _run_compress(capsys, "decode", f"--workdir={path}",
-                            f"--input={tmp_path / 'short.vaez'}", f"--output_dir={tmp_path / 'x'}")
-  assert code == 1 and err.strip().startswith("error: the file is truncated")
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info, cli.one_line_errors():
+    compress.decode(path, str(tmp_path / "short.vaez"), str(tmp_path / "x"))
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 1 and err.startswith("error: the file is truncated")
   assert len(err.strip().splitlines()) == 1
-  code, err = _run_compress(capsys, "encode", f"--workdir={path}", "--split=test",
-                            f"--output={encoded}", "--precision=20")
-  assert code == 1 and "precision" in err and len(err.strip().splitlines()) == 1
+  with pytest.raises(ValueError, match="exactly one of --split or --input_dir"):
+    compress.encode(path, str(encoded), "8")

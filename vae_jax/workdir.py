@@ -44,7 +44,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(os.fspath(workdir), "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(
-        f"{path} does not exist; point --workdir at a folder written by experiments.train.")
+        f"{path} does not exist; give a workdir written by experiments.train.")
   with open(path) as f:
     saved = json.load(f)
   config = config_lib.default_config()
