@@ -37,5 +37,7 @@ setuptools.setup(
             "hypothesis>=6.100",
             "scipy>=1.11",
         ],
+        # benchmarks/torch_reference.py only; a cached CPU build (other versions are large downloads).
+        "bench": ["torch==2.13.0"],
     },
 )

@@ -1,0 +1,84 @@
+"""The benchmark suite's pieces: FLOP count, report, and the PyTorch reference = vae_jax's model."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import jax_steps
+from benchmarks import report
+from benchmarks import timing
+from vae_jax import distributions
+
+
+def test_flops_count_every_layer_of_encoder_and_decoder():
+  # 784-200-200-50: encoder 784·200 + 200·200 + 200·100, decoder 50·200 + 200·200 + 200·784.
+  macs = 784 * 200 + 200 * 200 + 200 * 100 + 50 * 200 + 200 * 200 + 200 * 784
+  assert timing.mlp_vae_matmul_flops((200, 200), 50, 20) == 6 * 20 * macs
+
+
+def test_pair_ratios_pair_round_by_round():
+  assert timing.pair_ratios([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def _fake_results(fused_s, torch_s):
+  training = {}
+  for case in jax_steps.CASES:
+    training[case.name] = {"num_steps": 10, "step_gflop": 1.0, "peak_gflops": [100.0] * 2,
+                           "seconds": {"vae_jax fused": fused_s, "torch eager1": torch_s}}
+  return {
+      "machine": dict(timing.machine(), load_average_end=[0, 0, 0]), "command": "x",
+      "xla_flags_env": "", "matmul_peak": {"size": 8, "per_size": {8: timing.summary([1.0])}},
+      "training": training, "xla_flags": {},
+      "is_nll": {"m": {"images": 10, "seconds": [1.0], "extrapolated_s": [400.0]}},
+      "default_run": {"compile": {"total_s": 3.0, "trace_lower_s": 1.0, "compile_s": 2.0,
+                                  "steps_per_scan": 50},
+                      "peak_rss_gib": 1.0, "run_wall_s": 9.0, "run_command": "y"},
+      "seeds": "  N a b c\n  8   10.0   2.0   5.00x\n"}
+
+
+def test_report_judges_goals_from_the_measurements():
+  # fused: 10 steps in 0.1 s = 100 steps/s · 1 GFLOP = 100 GFLOP/s = 100% of the peak; torch 3× slower.
+  text = report.markdown(_fake_results([0.1, 0.1], [0.3, 0.3]))
+  assert "| fused step ≥ 2.0× PyTorch eager, 784-512-256-32 relu, B=128 | 3.00×" in text
+  assert "| ≥ 75% of the matmul peak, 784-512-256-32 relu, B=128 | 100% | yes |" in text
+  assert "5.00×" in text and "400 s (extrapolated from 10 images) | NO |" in text
+  slow = report.markdown(_fake_results([0.1, 0.1], [0.15, 0.15]))
+  assert "1.50× vs torch eager1 (its best threads) | NO |" in slow
+
+
+@pytest.mark.parametrize("config_name", ["iwae", "default"])
+def test_torch_reference_loss_equals_vae_jax_at_zero_noise(config_name, monkeypatch):
+  """Same θ, ε = 0: the reference's loss is −mean(log p(x|μ) − KL) computed by vae_jax."""
+  torch = pytest.importorskip("torch")
+  from benchmarks import torch_reference
+  config = jax_steps.experiment_config(jax_steps.Case("c", config_name, 4))
+  model = jax_steps.train.build_model(config)
+  params = model.init(jax.random.PRNGKey(0))
+  reference = torch_reference.MlpVae(784, model.hidden_widths, model.latent_dim, model.activation)
+  with torch.no_grad():
+    for part in ("encoder", "decoder"):
+      for linear, (weight, bias) in zip(getattr(reference, part), params[part]):
+        linear.weight.copy_(torch.from_numpy(np.array(weight)))
+        linear.bias.copy_(torch.from_numpy(np.array(bias)))
+  x = (np.random.default_rng(0).uniform(size=(4, 784)) > 0.5).astype(np.float32)
+  monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
+  with torch.no_grad():
+    loss = float(reference(torch.from_numpy(x)))
+
+  def objective(x_b):
+    mu, log_var = model.encode(params, x_b)
+    recon = model.log_likelihood(params, x_b, model.decode(params, mu))
+    return recon - distributions.gaussian_kl_to_standard(mu, log_var)
+  expected = -float(jnp.mean(jax.vmap(objective)(jnp.asarray(x))))
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_torch_reference_initialisation_scales_match_vae_jax():
+  torch = pytest.importorskip("torch")
+  from benchmarks import torch_reference
+  reference = torch_reference.MlpVae(784, (512, 256), 32, "relu")
+  first, last = reference.encoder[0].weight, reference.encoder[-1].weight
+  assert abs(float(first.std()) - np.sqrt(2 / 784)) < 0.05 * np.sqrt(2 / 784)   # He
+  limit = np.sqrt(6 / (256 + 64))                                                 # Glorot, identity head
+  assert float(last.abs().max()) <= limit and float(last.abs().max()) > 0.9 * limit
+  assert float(reference.decoder[1].bias.abs().max()) == 0.0
