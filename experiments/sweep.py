@@ -117,12 +117,14 @@ def _last_line(path: str) -> str:
   return lines[-1] if lines else "(no output)"
 
 
-def write_aggregate(config, config_arg: str, points, workdir: str, prefixes) -> list[dict]:
-  """Aggregates the finished points into <prefix>.{csv,json,md,png} for each prefix."""
+def write_aggregate(config, config_arg: str, points, workdir: str, results: str = "") -> list[dict]:
+  """Aggregates the finished points into <workdir>/sweep.* and <results>.* (csv, json, md, png)."""
   from vae_jax import sweeps  # pylint: disable=g-import-not-at-top
   records = sweeps.load_results(workdir, points)
   rows = sweeps.aggregate(records)
   launch = f"python -m experiments.sweep --config={config_arg} --workdir={workdir}"
+  launch += f" --results={results}" if results else ""
+  prefixes = [os.path.join(workdir, "sweep")] + ([results] if results else [])
   scale = {field: config[field.split(".")[0]][field.split(".")[1]] for field in SCALE_FIELDS}
   finished = sum(r["results"] is not None for r in records)
   header = {"config": config_arg, "command": launch, "scale": scale,
@@ -130,7 +132,10 @@ def write_aggregate(config, config_arg: str, points, workdir: str, prefixes) -> 
   scale_text = ", ".join(f"{k}={v}" for k, v in scale.items())
   markdown = (f"Sweep `{config_arg}`: {finished} of {len(points)} points finished.\n\n"
               f"Command: `{launch}`\n\nScale (base config): {scale_text}.\n\n"
-              "Test metrics in nats per image, mean ± std (ddof 1) over seeds.\n\n"
+              "Test metrics in nats per image, mean ± std (ddof 1) over seeds; recon = E_q log p(x|z),"
+              " kl = KL(q(z|x) ‖ p(z)), nll = −log p̂(x) with eval.is_num_samples importance samples;"
+              " train_wall_time_s runs from the first step to the end of the test evaluation and"
+              " depends on the machine's load.\n\n"
               + sweeps.markdown_table(rows))
   for prefix in prefixes:
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
@@ -182,9 +187,9 @@ def main(argv):
     print("error: interrupted; the running points were stopped, rerun the same command to resume"
           " them from their checkpoints.", file=sys.stderr, flush=True)
     sys.exit(1)
-  prefixes = [os.path.join(workdir, "sweep")] + ([_RESULTS.value] if _RESULTS.value else [])
-  rows = write_aggregate(config, config_arg, points, workdir, prefixes)
-  print(f"aggregated {len(rows)} groups into {', '.join(p + '.md' for p in prefixes)}")
+  rows = write_aggregate(config, config_arg, points, workdir, _RESULTS.value)
+  print(f"aggregated {len(rows)} groups into {os.path.join(workdir, 'sweep.md')}"
+        + (f" and {_RESULTS.value}.md" if _RESULTS.value else ""))
   if failed:
     raise ValueError(f"{len(failed)} point(s) failed, see {', '.join(failed)}; fix and rerun the same command.")
 
