@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from test_reliability import run, snapshot, train_command
+from test_reliability import assert_one_line_error, run, snapshot, train_command
 from vae_jax import activations, autoencoders, compression, data, evaluation, train
 from vae_jax import vae as vae_lib
 
@@ -53,16 +53,6 @@ CLI_CASES = {
     "unknown_flag": (["--learning_rate=0.1"], "Unknown command line flag 'learning_rate'"),
     "positional_argument": (["extra"], "unexpected arguments 'extra'"),
 }
-
-
-def assert_one_line_error(result, expected):
-  lines = result.stderr.strip().splitlines()
-  assert result.returncode == 1, result.stderr[-3000:]
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  assert lines and lines[-1].startswith("error: "), result.stderr[-3000:]
-  assert sum(line.startswith("error: ") for line in lines) == 1
-  assert expected in lines[-1], lines[-1]
-  assert ";" in lines[-1]          # "<problem>; <fix>"
 
 
 @pytest.fixture

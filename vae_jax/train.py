@@ -99,11 +99,24 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise WorkdirError(
         f"workdir {workdir} is not writable ({e.strerror}); choose another --workdir"
         " or fix its permissions.") from e
+  for name, folder in (("checkpoints", True), ("images", True), ("config.json", False),
+                       ("metrics.jsonl", False), ("results.json", False)):
+    entry = os.path.join(workdir, name)
+    if os.path.exists(entry) and os.path.isdir(entry) != folder:
+      raise WorkdirError(f"{entry} is not a {'folder' if folder else 'file'} as a run needs;"
+                         " move it away or choose another --workdir.")
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
+    try:
+      with open(path) as f:
+        previous = json.load(f)
+      if not isinstance(previous, dict):
+        raise ValueError("it holds no JSON object")
+    except ValueError as e:
+      raise WorkdirError(
+          f"{path} is not valid JSON ({e}); delete it to resume this workdir with this config"
+          " (the checkpoints' shapes are still checked) or choose another --workdir.") from e
     changed = [k for k in ("data", "model", "objective", "optimizer", "seed")
                if previous.get(k) != current.get(k)]
     batch_changed = previous.get("training", {}).get("batch_size") != current["training"]["batch_size"]

@@ -14,10 +14,15 @@ the file descriptor).
   VAE_JAX_KILL_AT=<pattern>  SIGKILL the process (no cleanup runs) at the first
                              point whose description matches the fnmatch
                              pattern, e.g. "after rename */checkpoints/4.orbax-checkpoint-tmp".
+  VAE_JAX_KILL_GROUP=1       kill the whole process group instead (a sweep
+                             launcher started in its own session, with its
+                             training processes: a machine that goes down).
+  VAE_JAX_FAIL_AT=<pattern>  instead raise OSError(ENOSPC) there: a full disk.
   VAE_JAX_KILL_LOG=<file>    append "<n> <description>" for every point, and
                              "KILL <n> <description>" for the point killed at.
 """
 
+import errno
 import fnmatch
 import functools
 import os
@@ -25,6 +30,7 @@ import shutil
 import signal
 
 _KILL_AT = os.environ.get("VAE_JAX_KILL_AT", "")
+_FAIL_AT = os.environ.get("VAE_JAX_FAIL_AT", "")
 _LOG = os.environ.get("VAE_JAX_KILL_LOG")
 _count = [0]
 
@@ -37,8 +43,12 @@ def _point(when, op, path):
   if _LOG:
     with open(_LOG, "a") as f:
       f.write(("KILL " if kill else "") + line + "\n")
+  if kill and os.environ.get("VAE_JAX_KILL_GROUP"):
+    os.killpg(os.getpgid(0), signal.SIGKILL)
   if kill:
     os.kill(os.getpid(), signal.SIGKILL)
+  if _FAIL_AT and fnmatch.fnmatchcase(description, _FAIL_AT):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
 def _watch(module, name):
@@ -57,6 +67,6 @@ def _watch(module, name):
   setattr(module, name, watched)
 
 
-if _KILL_AT or _LOG:
+if _KILL_AT or _FAIL_AT or _LOG:
   for _module, _name in ((os, "rename"), (os, "replace"), (os, "fsync"), (shutil, "rmtree")):
     _watch(_module, _name)
