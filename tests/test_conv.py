@@ -122,3 +122,16 @@ def test_check_input_shape():
     conv.check_input_shape((28, 28, 1), ())
   with pytest.raises(ValueError, match=r"\(H, W, C\)"):
     conv.check_input_shape((784,), (32,))
+
+
+@pytest.mark.parametrize("shape,kernel_size,stride", [
+    ((28, 28, 1), 4, 2), ((14, 14, 3), 4, 2), ((9, 7, 2), 3, 2), ((8, 8, 2), 5, 2),
+    ((10, 9, 1), 3, 3), ((6, 6, 2), 2, 2), ((5, 5, 2), 1, 2), ((6, 5, 2), 4, 1)])
+def test_convolve_matches_lax_conv(shape, kernel_size, stride):
+  """The space-to-depth matrix product equals XLA's "SAME" convolution."""
+  rng = np.random.default_rng(4)
+  kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[2], 3)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  expected = jax.lax.conv_general_dilated(x[None], kernel, (stride, stride), "SAME",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+  np.testing.assert_allclose(conv.convolve(kernel, x, stride), expected, rtol=1e-4, atol=1e-4)
