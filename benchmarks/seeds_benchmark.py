@@ -2,9 +2,10 @@ r"""Throughput of N members in one vmapped program against N sequential runs.
 
   python benchmarks/seeds_benchmark.py                       # default VAE 784-512-256-32, batch 128
   python benchmarks/seeds_benchmark.py --sizes=1,2,4,8 --steps=50 --repeats=5
+  python benchmarks/seeds_benchmark.py --config=experiments/configs/iwae.py:k=1   # 784-200-200-50, batch 20
 
 For each N, the same work (N members × `--steps` training steps of the
-config's model on random images in [0, 1]) is timed two ways, side by side in
+config's model, objective and batch size on random images in [0, 1]) is timed two ways, side by side in
 this one process:
 
 * vmapped: `seeds.vmap_train_steps`, one jitted call for all N members;
@@ -22,14 +23,18 @@ import time
 from absl import app
 from absl import flags
 import jax
+from ml_collections import config_flags
 import numpy as np
 
-from vae_jax import config as config_lib, optimizers, seeds, train, training
+from vae_jax import data, optimizers, seeds, train, training
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/default.py", "Config whose model, objective and batch size are timed.")
 
 _SIZES = flags.DEFINE_list("sizes", ["1", "2", "4", "8"], "Numbers of members N.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Training steps per member and timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per measurement (the median is printed).")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "Batch size.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Batch size; 0 = the config's.")
 _EXAMPLES = flags.DEFINE_integer("examples", 10000, "Random training images.")
 
 
@@ -48,17 +53,20 @@ def median_seconds(functions, repeats: int) -> list[float]:
 
 def main(argv):
   del argv
-  config = config_lib.default_config()
+  config = _CONFIG.value
   model = train.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, 10 ** 6)
-  step_fn = training.make_step_fn(model, optimizer, objective="elbo")
+  step_fn = training.make_step_fn(
+      model, optimizer, objective=config.objective.name, num_samples=config.objective.num_samples,
+      dynamic_binarization=data.dataset_info(config.data.name).dynamic_binarization)
   images = np.random.default_rng(0).uniform(size=(_EXAMPLES.value, 784)).astype(np.float32)
   device_images = jax.device_put(images)
-  steps, batch = _STEPS.value, _BATCH.value
+  steps, batch = _STEPS.value, _BATCH.value or config.training.batch_size
   single_program = training.jit_train_steps(step_fn)
   vmapped_program = seeds.vmap_train_steps(step_fn)
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); model"
-        f" {model.encoder_widths} -> {model.decoder_widths}; batch {batch}; {steps} steps per member;"
+        f" {model.encoder_widths} -> {model.decoder_widths} ({model.activation}, {config.objective.name});"
+        f" batch {batch}; {steps} steps per member;"
         f" median of {_REPEATS.value}")
   print(f"{'N':>3} {'vmapped member-steps/s':>24} {'sequential member-steps/s':>27} {'speed-up':>9}")
   for size in map(int, _SIZES.value):
