@@ -89,3 +89,17 @@ def test_resume_is_bit_identical(raw_data, tfds_data_dir, tmp_path):
   steps = [json.loads(l)["step"] for l in open(tmp_path / "resumed" / "metrics.jsonl")
            if json.loads(l)["split"] == "train"]
   assert steps == list(range(1, 33))
+
+
+def test_workdir_written_before_a_new_config_field_still_resumes(raw_data, tfds_data_dir, tmp_path):
+  config = tiny_config(raw_data, tfds_data_dir, training__num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  path = tmp_path / "config.json"
+  saved = json.load(open(path))
+  del saved["data"]["exclude_label"]          # as if written before the field existed
+  json.dump(saved, open(path, "w"))
+  os.remove(tmp_path / "results.json")
+  train.train_and_evaluate(tiny_config(raw_data, tfds_data_dir, training__num_epochs=2), str(tmp_path))
+  changed = tiny_config(raw_data, tfds_data_dir, model__latent_dim=3)
+  with pytest.raises(train.WorkdirError, match="different model"):
+    train.train_and_evaluate(changed, str(tmp_path))

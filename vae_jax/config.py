@@ -80,6 +80,21 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
+def update_from_dict(config: ml_collections.ConfigDict, saved: dict) -> None:
+  """Writes saved values (e.g. a run's config.json) into `config`; JSON lists become tuples.
+
+  Fields the saved dict lacks (added to the defaults later) keep their value.
+  """
+  for name, value in saved.items():
+    if isinstance(value, dict) and isinstance(config.get(name), ml_collections.ConfigDict):
+      update_from_dict(config[name], value)
+    else:
+      value = tuple(value) if isinstance(value, list) else value
+      if name in config and isinstance(config[name], float) and isinstance(value, int):
+        value = float(value)
+      config[name] = value
+
+
 def _fail(field: str, value, problem: str, fix: str):
   raise ValueError(f"config.{field}={value!r}: {problem}; {fix}.")
 

@@ -117,6 +117,11 @@ def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise WorkdirError(
           f"{path} is not valid JSON ({e}); delete it to resume this workdir with this config"
           " (the checkpoints' shapes are still checked) or choose another --workdir.") from e
+    # Fill fields added to the defaults after that run was written, so that
+    # adding a config field never makes old workdirs unresumable.
+    filled = config_lib.default_config()
+    config_lib.update_from_dict(filled, previous)
+    previous = json.loads(filled.to_json_best_effort())
     changed = [k for k in ("data", "model", "objective", "optimizer", "seed")
                if previous.get(k) != current.get(k)]
     batch_changed = previous.get("training", {}).get("batch_size") != current["training"]["batch_size"]

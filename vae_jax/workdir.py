@@ -21,18 +21,6 @@ from vae_jax import training
 from vae_jax import vae as vae_lib
 
 
-def _merge(config: ml_collections.ConfigDict, saved: dict) -> None:
-  """Writes the saved values into `config` (JSON lists become tuples)."""
-  for name, value in saved.items():
-    if isinstance(value, dict) and isinstance(config.get(name), ml_collections.ConfigDict):
-      _merge(config[name], value)
-    else:
-      value = tuple(value) if isinstance(value, list) else value
-      if name in config and isinstance(config[name], float) and isinstance(value, int):
-        value = float(value)
-      config[name] = value
-
-
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config of the run in `workdir`: `default_config()` updated with its config.json.
 
@@ -48,7 +36,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   with open(path) as f:
     saved = json.load(f)
   config = config_lib.default_config()
-  _merge(config, saved)
+  config_lib.update_from_dict(config, saved)
   return config
 
 
