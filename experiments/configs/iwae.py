@@ -10,6 +10,12 @@ the VAE (ELBO), k>1 the IWAE bound.
 
 `static=1` trains on the static binarisation (`binarized_mnist`) instead.
 The test NLL is the importance-sampled estimate with k=5000.
+
+Measured 2026-11-25, seed 0, on one H100 with --config.training.batch_size=100
+(experiments/results/iwae_table.md has the exact commands): VAE k=1, 600 epochs,
+6.0 min: test NLL 88.60 ± 0.24 (paper 86.76); IWAE k=5, 350 epochs, 3.9 min:
+87.76 ± 0.23 (paper 85.54); IWAE k=50, 100 epochs: 89.19 ± 0.24 (paper 84.78);
+static binarized_mnist VAE, 600 epochs: 89.96 ± 0.25.
 """
 
 from vae_jax import config as config_lib
