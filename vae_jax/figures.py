@@ -31,7 +31,9 @@ import ml_collections
 import numpy as np
 from matplotlib import figure as mfigure
 
+from vae_jax import compression
 from vae_jax import diagrams
+from vae_jax import generation
 from vae_jax import image_grid
 from vae_jax import metrics as metrics_lib
 from vae_jax import train as train_lib
@@ -60,16 +62,6 @@ def grid_figure(images: np.ndarray, title: str, image_shape=(28, 28), ncols: int
   ax.set_title(title, fontsize=10)
   ax.axis("off")
   return fig
-
-
-def _codes(model, params, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-  code = jax.jit(jax.vmap(model.code, in_axes=(None, 0)))
-  return np.concatenate([np.asarray(code(params, jnp.asarray(images[i:i + batch])))
-                         for i in range(0, len(images), batch)])
-
-
-def _means(model, params, z: jax.Array) -> np.ndarray:
-  return np.asarray(jax.vmap(lambda z_i: model.mean(params, model.decode(params, z_i)))(z))
 
 
 def reconstructions(model, params, images, rows: int = 4, ncols: int = 10):
@@ -117,16 +109,12 @@ def latent_manifold(model, params, size: int = 20, codes: np.ndarray | None = No
   z1, z2 = np.meshgrid(axes[0], axes[1][::-1])
   z = jnp.asarray(np.stack([z1.ravel(), z2.ravel()], axis=1), jnp.float32)
   title = "decoder over a grid of " + ("z (Φ⁻¹ of an even grid)" if codes is None else "codes")
-  return grid_figure(_means(model, params, z), title, model.input_shape, size)
+  return grid_figure(compression.decode_latents(model, params, z), title, model.input_shape, size)
 
 
 def interpolations(model, params, images, pairs: int = 8, steps: int = 10):
   """One row per pair of test images: E[x|z_t] for z_t from μ(x_a) to μ(x_b)."""
-  codes = _codes(model, params, images[:2 * pairs])
-  start, end = codes[0::2], codes[1::2]
-  t = np.linspace(0.0, 1.0, steps)[None, :, None]
-  z = (1 - t) * start[:, None] + t * end[:, None]                  # [pairs, steps, d]
-  means = _means(model, params, jnp.asarray(z.reshape(-1, codes.shape[1]), jnp.float32))
+  means = generation.interpolation_grid(model, params, images[0:2 * pairs:2], images[1:2 * pairs:2], steps)
   return grid_figure(means, "interpolations between the codes of test images",
                      model.input_shape, steps)
 
@@ -188,7 +176,7 @@ def write_run_figures(config: ml_collections.ConfigDict, model, params: dict, ou
   if model.stochastic:
     figures.append(("samples", samples(model, params, key), "decoder means of z ~ N(0, I)"))
   if model.latent_dim == 2:
-    codes, code_name = _codes(model, params, test.images), "μ" if model.stochastic else "f"
+    codes, code_name = compression.latent_means(model, params, test.images), "μ" if model.stochastic else "f"
     figures.append(("latent_scatter", latent_scatter(codes, test.labels, code_name),
                     f"codes {code_name}(x) of the test set"
                     + (", coloured by label" if test.labels is not None else "")))
