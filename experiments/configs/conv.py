@@ -2,11 +2,10 @@ r"""Convolutional VAE on MNIST: conv φ-layers 28→14→7 (32, 64 channels), la
 
   python -m experiments.train --config=experiments/configs/conv.py --workdir=workdirs/conv
 
-Measured 2026-11-25 (before the patch-matmul convolution of vae_jax/conv.py, at
->400 s/epoch on 2 cores, so only 1 epoch finished): test −ELBO 117.88 ± 0.31,
-IS-NLL (k=5000, H100) 110.16 ± 0.29. With the current conv.py one epoch takes
-≈ 29 s of steps on 2 cores (measured inside lax.scan); the 5-epoch run has not
-been re-measured.
+Measured 2026-11-25, seed 0, on this project's 2-core AMD EPYC machine (quiet):
+5 epochs, 61 s training (73 s whole command, peak RSS 1.95 GB); test −ELBO
+103.46 ± 0.26 nats on 10000 images; IS-NLL (k=1000, first 1000 test images,
+`python -m experiments.evaluate --num_samples=1000 --num_examples=1000`) 97.73 ± 0.78.
 """
 
 from vae_jax import config as config_lib
