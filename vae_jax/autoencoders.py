@@ -20,16 +20,11 @@ from vae_jax import networks
 
 
 def _check_monotone(widths: Sequence[int], lemma: str, shrinking: bool) -> tuple[int, ...]:
-  widths = tuple(widths)
   kind, relation = ("encoder", "≥") if shrinking else ("decoder", "≤")
-  if len(widths) < 2:
-    raise ValueError(
-        f"{lemma}: an {kind} needs at least two widths (input, output), got {widths}.")
-  for i, d in enumerate(widths):
-    if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
-      raise ValueError(
-          f"{lemma}: {kind} width {d!r} at position {i} of {widths} is not a"
-          " positive integer.")
+  try:
+    widths = networks.check_widths(widths)
+  except ValueError as e:
+    raise ValueError(f"{lemma}: {kind} {e}") from None
   for i in range(1, len(widths)):
     before, after = widths[i - 1], widths[i]
     if (after > before) if shrinking else (after < before):

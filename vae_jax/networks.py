@@ -129,7 +129,8 @@ def widths_of(theta: Params) -> tuple[int, ...]:
   return tuple(widths)
 
 
-def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
+  """Checks that (d_0, …, d_L) are at least two positive integers; returns them as a tuple."""
   widths = tuple(widths)
   if len(widths) < 2:
     raise ValueError(
@@ -161,7 +162,7 @@ def init(key: jax.Array, widths: Sequence[int], activations: Activations = "relu
   Returns:
     θ = [(W_1, b_1), …, (W_L, b_L)].
   """
-  widths = _check_widths(widths)
+  widths = check_widths(widths)
   per_layer = layer_activations(activations, len(widths) - 1)
   theta = []
   for i, (fan_in, fan_out, act) in enumerate(zip(widths[:-1], widths[1:], per_layer)):

@@ -44,15 +44,16 @@ def sweep(field: str, values: Iterable) -> list[dict]:
   return [{field: value} for value in values]
 
 
+def _merged(parts) -> dict:
+  point = {}
+  for part in parts:
+    _merge(point, part)
+  return point
+
+
 def product(*sweeps: Sequence[dict]) -> list[dict]:
   """Every combination of one point of each sweep (the last sweep varies fastest)."""
-  points = []
-  for combination in itertools.product(*sweeps):
-    point = {}
-    for part in combination:
-      _merge(point, part)
-    points.append(point)
-  return points
+  return [_merged(combination) for combination in itertools.product(*sweeps)]
 
 
 def zip_sweeps(*sweeps: Sequence[dict]) -> list[dict]:
@@ -60,13 +61,7 @@ def zip_sweeps(*sweeps: Sequence[dict]) -> list[dict]:
   lengths = {len(s) for s in sweeps}
   if len(lengths) > 1:
     raise ValueError(f"zip_sweeps needs sweeps of equal length, got lengths {sorted(lengths)}.")
-  points = []
-  for parts in zip(*sweeps):
-    point = {}
-    for part in parts:
-      _merge(point, part)
-    points.append(point)
-  return points
+  return [_merged(parts) for parts in zip(*sweeps)]
 
 
 def chain(*sweeps: Sequence[dict]) -> list[dict]:
