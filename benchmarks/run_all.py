@@ -20,7 +20,10 @@ Measured in one run, side by side (each number the median and min–max over
    extrapolated linearly (said so in the table);
 5. cold compile time of the first fused block, and the peak RSS of a short
    default training run (a subprocess; `resource.getrusage(RUSAGE_CHILDREN)`);
-6. `benchmarks/seeds_benchmark.py` (vmapped seeds), if present, verbatim.
+6. `benchmarks/seeds_benchmark.py` (N vmapped seeds vs N sequential runs) for
+   both models, verbatim;
+7. the quality-per-CPU-hour goal is read from `quality_per_hour.json`, written
+   by its own hour-long command (`python -m benchmarks.quality_per_hour`).
 """
 
 from __future__ import annotations
@@ -150,14 +153,27 @@ def measure_default_run() -> dict:
           "run_command": " ".join(["python"] + command[1:] + ["--workdir=<tmp>"])}
 
 
-def measure_seeds() -> str | None:
-  """Section 6: the output of benchmarks/seeds_benchmark.py, if it exists."""
+SEEDS_CONFIGS = {"784-200-200-50 tanh, B=20": "experiments/configs/iwae.py:k=1",
+                 "784-512-256-32 relu, B=128": "experiments/configs/default.py"}
+
+
+def measure_seeds() -> dict[str, str]:
+  """Section 6: the output of benchmarks/seeds_benchmark.py for both models, verbatim."""
   script = REPO / "benchmarks" / "seeds_benchmark.py"
-  if not script.exists():
-    return None
-  out = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
-  return out.stdout + (f"\n(exit {out.returncode}: {out.stderr.strip()[-500:]})" if out.returncode else "")
+  outputs = {}
+  for model, config in SEEDS_CONFIGS.items():
+    out = subprocess.run([sys.executable, str(script), f"--config={config}"], cwd=REPO,
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    outputs[model] = out.stdout + (
+        f"\n(exit {out.returncode}: {out.stderr.strip()[-500:]})" if out.returncode else "")
+    print("seeds", model, outputs[model], flush=True)
+  return outputs
+
+
+def read_quality_per_hour() -> dict | None:
+  """benchmarks/results/quality_per_hour.json (an hour-long run of its own), if present."""
+  path = REPO / "benchmarks" / "results" / "quality_per_hour.json"
+  return json.loads(path.read_text()) if path.exists() else None
 
 
 def main(argv):
@@ -174,6 +190,7 @@ def main(argv):
   print("default run", results["default_run"], flush=True)
   results["xla_flags"] = measure_xla_flags() if _XLA_FLAGS.value else {}
   results["seeds"] = measure_seeds()
+  results["quality_per_hour"] = read_quality_per_hour()
   results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)

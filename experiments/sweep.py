@@ -134,7 +134,7 @@ def write_aggregate(config, config_arg: str, points, workdir: str, results: str 
               f"Command: `{launch}`\n\nScale (base config): {scale_text}.\n\n"
               "Test metrics in nats per image, mean ± std (ddof 1) over seeds; recon = E_q log p(x|z),"
               " kl = KL(q(z|x) ‖ p(z)), nll = −log p̂(x) with eval.is_num_samples importance samples;"
-              " train_wall_time_s runs from the first step to the end of the test evaluation and"
+              " train_wall_time_s runs from the first step to the last (validation included, the final test evaluation not) and"
               " depends on the machine's load.\n\n"
               + sweeps.markdown_table(rows))
   for prefix in prefixes:

@@ -1,4 +1,6 @@
 """The benchmark suite's pieces: FLOP count, report, and the PyTorch reference = vae_jax's model."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +35,7 @@ def _fake_results(fused_s, torch_s):
       "default_run": {"compile": {"total_s": 3.0, "trace_lower_s": 1.0, "compile_s": 2.0,
                                   "steps_per_scan": 50},
                       "peak_rss_gib": 1.0, "run_wall_s": 9.0, "run_command": "y"},
-      "seeds": "  N a b c\n  8   10.0   2.0   5.00x\n"}
+      "seeds": {jax_steps.CASES[0].name: "  N a b c\n  8   10.0   2.0   5.00x\n"}}
 
 
 def test_report_judges_goals_from_the_measurements():
@@ -82,3 +84,34 @@ def test_torch_reference_initialisation_scales_match_vae_jax():
   limit = np.sqrt(6 / (256 + 64))                                                 # Glorot, identity head
   assert float(last.abs().max()) <= limit and float(last.abs().max()) > 0.9 * limit
   assert float(reference.decoder[1].bias.abs().max()) == 0.0
+
+
+def test_quality_per_hour_config_keeps_a_checkpoint_per_curve_point():
+  from benchmarks import quality_per_hour
+  from vae_jax import config as config_lib
+  options = dict(quality_per_hour.DEFAULTS, epochs="90", curve_points="3")
+  config = quality_per_hour.make_config(options)
+  config_lib.validate(config)
+  assert config.data.name == "dynamic_binarized_mnist" and config.data.train_on_validation
+  assert (config.model.hidden_widths, config.model.latent_dim) == ((200, 200), 50)
+  assert config.training.num_epochs == 90 and config.training.eval_every_epochs == 30
+  # 60000 images / batch 100 = 600 steps per epoch; a kept checkpoint every 30 epochs.
+  assert config.training.checkpoint_every_steps == 30 * 600
+  assert config.training.keep_checkpoints_every_steps == 30 * 600
+  assert config.eval.is_num_samples == 5000
+
+
+@pytest.mark.parametrize("nll, met", [(86.5, True), (88.0, False)])
+def test_quality_per_hour_report_judges_the_goal(tmp_path, nll, met):
+  from benchmarks import quality_per_hour
+  options = dict(quality_per_hour.DEFAULTS, out=str(tmp_path))
+  final = {"nll": nll, "nll_stderr": 0.2, "neg_elbo": 90.0, "neg_elbo_stderr": 0.3,
+           "train_wall_time_s": 3000.0, "epochs": 2700, "num_test_examples": 10000}
+  points = [{"step": 600 * e, "epoch": e, "wall_time_s": 1.2 * e, "nll": 100.0 - e / 100,
+             "nll_stderr": 0.5, "neg_elbo": 105.0, "num_images": 1000} for e in (300, 600)]
+  quality_per_hour.write_report(options, final, points, 200.0, timing.machine())
+  text = (tmp_path / "quality_per_hour.md").read_text()
+  assert ("— met." in text) == met and ("NOT met" in text) != met
+  assert "| 600 | 12.0 | 94.00 ± 0.50 | 105.00 | 1000 |" in text
+  assert json.loads((tmp_path / "quality_per_hour.json").read_text())["met"] is met
+  assert (tmp_path / "quality_per_hour.png").stat().st_size > 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from vae_jax import checkpoints as checkpoints_lib
 from vae_jax import optimizers, train, training
 from vae_jax import vae as vae_lib
 
@@ -103,3 +104,34 @@ def test_workdir_written_before_a_new_config_field_still_resumes(raw_data, tfds_
   changed = tiny_config(raw_data, tfds_data_dir, model__latent_dim=3)
   with pytest.raises(train.WorkdirError, match="different model"):
     train.train_and_evaluate(changed, str(tmp_path))
+
+
+def test_train_on_validation_appends_the_validation_split(raw_data, tfds_data_dir):
+  config = tiny_config(raw_data, tfds_data_dir, data__train_subset=0)
+  train_only = train.load_data(config, "train").images
+  validation = train.load_data(config, "validation")
+  config.data.train_on_validation = True
+  both = train.load_data(config, "train")
+  assert len(train_only) == 50000 and len(both.images) == 60000 == len(both.labels)
+  np.testing.assert_array_equal(both.images[:50000], train_only)
+  np.testing.assert_array_equal(both.images[50000:], validation.images)
+
+
+def test_checkpoints_kept_every_n_steps_restore_the_state_of_that_step(
+    raw_data, tfds_data_dir, tmp_path):
+  # 16 steps per epoch; keep the newest checkpoint and every multiple of 16.
+  config = tiny_config(raw_data, tfds_data_dir, training__num_epochs=3,
+                       training__keep_checkpoints=1, training__keep_checkpoints_every_steps=16)
+  train.train_and_evaluate(config, str(tmp_path / "long"))
+  store = checkpoints_lib.CheckpointStore(str(tmp_path / "long"))
+  assert store.steps() == [16, 32, 48]
+  model = train.build_model(config)
+  target = training.init_state(model, optimizers.make_optimizer(config.optimizer, 48), config.seed)
+  kept, meta = store.restore(16, target)
+  assert int(kept.step) == 16 and meta["step"] == 16
+  # The step-16 checkpoint is the end of a one-epoch run (constant learning rate).
+  one_epoch = tiny_config(raw_data, tfds_data_dir, training__num_epochs=1)
+  train.train_and_evaluate(one_epoch, str(tmp_path / "short"))
+  short, _ = checkpoints_lib.CheckpointStore(str(tmp_path / "short")).restore_latest(target)
+  for a, b in zip(jax.tree_util.tree_leaves(kept.params), jax.tree_util.tree_leaves(short.params)):
+    np.testing.assert_array_equal(a, b)

@@ -57,13 +57,18 @@ def abstract_like(state: Any) -> Any:
 class CheckpointStore:
   """The checkpoints of one run, under `<workdir>/checkpoints/<step>/`."""
 
-  def __init__(self, workdir: str, keep: int = 3):
+  def __init__(self, workdir: str, keep: int = 3, keep_period: int | None = None):
+    """`keep` newest checkpoints, and every one whose step is a multiple of `keep_period`."""
     self.workdir = os.fspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
+    policies = ocp.checkpoint_managers
+    keeping = (dict(preservation_policy=policies.AnyPreservationPolicy(
+        [policies.LatestN(n=keep), policies.EveryNSteps(interval_steps=keep_period)]))
+               if keep_period else dict(max_to_keep=keep))
     self._manager = ocp.CheckpointManager(
         os.path.abspath(self.directory),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=False,
+            **keeping, enable_async_checkpointing=False,
             cleanup_tmp_directories=True, create=True),
         item_names=("state", "meta"))
 
@@ -99,19 +104,9 @@ class CheckpointStore:
     Raises:
       CheckpointError: the newest readable checkpoint holds a different model.
     """
-    abstract = abstract_like(target)
     for step in reversed(self.steps()):
       try:
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        self._check_same_model(step, meta, target)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        state = restored.state
-        if state_digest(state) != meta["digest"]:
-          raise ValueError("the arrays do not match the digest written with them")
-        if (jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(target)):
-          raise ValueError("the state's structure differs from this run's")
-        return type(target)(*state) if isinstance(target, tuple) else state, meta
+        return self.restore(step, target)
       except CheckpointError:
         raise
       except Exception as e:  # pylint: disable=broad-except
@@ -122,6 +117,24 @@ class CheckpointStore:
         print(f"WARNING: checkpoint of step {step} is corrupt ({type(e).__name__});"
               f" moved to {moved}; falling back to the previous checkpoint.", flush=True)
     return None, None
+
+  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+    """The checkpoint of `step`, verified against its digest and `target`'s shapes.
+
+    Raises:
+      CheckpointError: it holds a different model.
+      Exception: it is unreadable or corrupt (`restore_latest` moves it aside).
+    """
+    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    self._check_same_model(step, meta, target)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_like(target)), meta=ocp.args.JsonRestore()))
+    state = restored.state
+    if state_digest(state) != meta["digest"]:
+      raise ValueError("the arrays do not match the digest written with them")
+    if jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(target):
+      raise ValueError("the state's structure differs from this run's")
+    return type(target)(*state) if isinstance(target, tuple) else state, meta
 
   def _check_same_model(self, step: int, meta: dict, target: Any) -> None:
     """Raises CheckpointError if `meta` records other leaf shapes than `target`'s."""

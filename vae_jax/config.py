@@ -29,6 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ""           # TFDS data_dir; "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.train_subset = 0        # >0: train on the first N training examples only (tests, quick runs)
   config.data.exclude_label = -1      # ≥0: drop this class from every split (anomaly detection); -1 keeps all
+  config.data.train_on_validation = False  # True: train on train ∪ validation (60000 MNIST images, the IWAE paper's protocol); validation scores are then not held out
 
   config.model = ml_collections.ConfigDict()
   config.model.architecture = "mlp"   # mlp | conv
@@ -65,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.training.log_every_steps = 50
   config.training.checkpoint_every_steps = 1000
   config.training.keep_checkpoints = 3
+  config.training.keep_checkpoints_every_steps = 0  # >0: also keep every checkpoint at a multiple of this step (curves over training)
   config.training.eval_every_epochs = 1
   config.training.nan_policy = "stop"     # stop | skip
   config.training.progress_bar = True
@@ -127,6 +129,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail("optimizer.learning_rate", config.optimizer.learning_rate, "must be > 0", "give a positive learning rate")
   if config.optimizer.grad_clip_norm < 0:
     _fail("optimizer.grad_clip_norm", config.optimizer.grad_clip_norm, "must be ≥ 0", "use 0 to disable clipping")
+  if config.training.keep_checkpoints_every_steps < 0:
+    _fail("training.keep_checkpoints_every_steps", config.training.keep_checkpoints_every_steps,
+          "must be ≥ 0", "use 0 to keep only the newest training.keep_checkpoints")
   for field in ("batch_size", "num_epochs", "steps_per_scan", "log_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs"):
     if getattr(config.training, field) < 1:

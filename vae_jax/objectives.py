@@ -61,6 +61,8 @@ def _sample_terms(model: vae_lib.VAE, params: dict, x: jax.Array, mu: jax.Array,
     log_q_over_p = (distributions.gaussian_log_prob(z, mu, log_var)
                     - distributions.standard_normal_log_prob(z))
     return log_px_given_z, log_q_over_p
+  if indices.shape[0] == 1:  # One sample (the ELBO): a size-1 vmap axis costs layout copies on CPU.
+    return jax.tree_util.tree_map(lambda value: value[None], one(indices[0]))
   return jax.vmap(one)(indices)
 
 

@@ -7,13 +7,16 @@ state at step t does not depend on how often the process was restarted.
 
 Steps are fused in blocks of `training.steps_per_scan` inside one `lax.scan`.
 Block boundaries lie at fixed steps (multiples of the block length inside each
-epoch, and each epoch's end), checkpoints are written only there, and so a
-resumed run executes exactly the same compiled programs on exactly the same
-inputs as an uninterrupted one: on CPU its parameters are bit-identical.
+epoch, and each epoch's end), checkpoints are written only there (the first
+boundary past every `checkpoint_every_steps`, each evaluation, the end), and so
+a resumed run executes exactly the same compiled programs on exactly the same
+inputs as an uninterrupted one: on CPU its parameters are bit-identical. The
+next epoch is shuffled on the host while the last block of an epoch runs.
 
 Workdir layout:
   config.json          the config of the run (a rerun must match its model)
-  checkpoints/<step>/  orbax checkpoints (the last `keep_checkpoints`)
+  checkpoints/<step>/  orbax checkpoints (the last `keep_checkpoints`, and every
+                       multiple of `keep_checkpoints_every_steps` if set)
   metrics.jsonl        train/validation/test records, TensorBoard in tensorboard/
   images/              reconstruction and sample grids at every evaluation
   results.json         final test metrics (written last: its presence means done)
@@ -69,6 +72,12 @@ def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
       config.data.name, split, data_dir=config.data.data_dir or None,
       raw_data_dir=config.data.raw_data_dir or None)
   images, labels = loaded.images, loaded.labels
+  if split == "train" and config.data.train_on_validation:
+    held_out = data_lib.load_split(
+        config.data.name, "validation", data_dir=config.data.data_dir or None,
+        raw_data_dir=config.data.raw_data_dir or None)
+    images = np.concatenate([images, held_out.images])
+    labels = None if labels is None else np.concatenate([labels, held_out.labels])
   if config.data.exclude_label >= 0:
     if labels is None:
       raise ValueError(f"config.data.exclude_label={config.data.exclude_label}: {config.data.name}"
@@ -177,7 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
   state = sharding.replicate(
       training.init_state(model, optimizer, config.seed, config.objective.beta), mesh)
-  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints)
+  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,
+                                          config.training.keep_checkpoints_every_steps)
   restored, _ = store.restore_latest(state)
   if restored is not None:
     state = restored
@@ -212,8 +222,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       offset = step % steps_per_epoch
       length = _block_length(step, steps_per_epoch, config.training.steps_per_scan)
       state, measured = train_steps(state, epoch_data[offset:offset + length])
-      measured = jax.device_get(measured)
       first, step = step, step + length
+      if step < total_steps and step // steps_per_epoch != epoch:
+        # Shuffle the next epoch on the host while this block runs (dispatch is asynchronous).
+        epoch_of_data = step // steps_per_epoch
+        epoch_data = sharding.put_epoch(
+            train_images, config.training.batch_size, config.seed, epoch_of_data, mesh)
+      measured = jax.device_get(measured)
       _check_finite(config, measured, first, store)
       log_every = config.training.log_every_steps
       writer.write_many("train", (
@@ -222,8 +237,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress.update(length)
       progress.set_postfix(loss=f"{float(measured['loss'][-1]):.2f}", refresh=False)
 
-      epoch_done = step % steps_per_epoch == 0
-      if epoch_done and (step // steps_per_epoch) % config.training.eval_every_epochs == 0:
+      evaluate_now = (step % steps_per_epoch == 0
+                      and (step // steps_per_epoch) % config.training.eval_every_epochs == 0)
+      if evaluate_now:
         scores = evaluation.evaluate(model, state.params, validation, jax.random.fold_in(eval_key, step),
                                      batch_size=config.eval.batch_size, mesh=mesh)
         writer.write(step, "validation", dict(scores, epoch=step // steps_per_epoch,
@@ -233,12 +249,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        os.path.join(workdir, "images", f"epoch{step // steps_per_epoch:04d}"),
                        info.image_shape)
       crossed = step // config.training.checkpoint_every_steps != first // config.training.checkpoint_every_steps
-      if crossed or epoch_done or step == total_steps:
+      if crossed or evaluate_now or step == total_steps:
         writer.flush()
         store.save(state, {"epoch": step / steps_per_epoch})
   finally:
     progress.close()
     writer.flush()
+  train_wall_time = time.time() - start
 
   test = load_data(config, "test").images
   scores = evaluation.evaluate(
@@ -247,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       chunk_size=config.eval.is_chunk_size, mesh=mesh)
   results = dict(scores, step=step, epochs=config.training.num_epochs,
                  skipped_updates=int(state.skipped), num_test_examples=len(test),
-                 train_wall_time_s=time.time() - start)
+                 train_wall_time_s=train_wall_time)
   writer.write(step, "test", results)
   writer.close()
   if primary:
