@@ -107,7 +107,7 @@ def test_workdir_written_before_a_new_config_field_still_resumes(raw_data, tfds_
 
 
 def test_train_on_validation_appends_the_validation_split(raw_data, tfds_data_dir):
-  config = tiny_config(raw_data, tfds_data_dir, data__train_subset=0)
+  config = tiny_config(raw_data, tfds_data_dir, data__train_subset=0, eval__num_examples=0)
   train_only = train.load_data(config, "train").images
   validation = train.load_data(config, "validation")
   config.data.train_on_validation = True
