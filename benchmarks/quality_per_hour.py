@@ -30,11 +30,11 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from benchmarks import timing
 from experiments.configs import iwae as iwae_configs
 from vae_jax import checkpoints as checkpoints_lib
+from vae_jax import data as data_lib
 from vae_jax import evaluation
 from vae_jax import optimizers
 from vae_jax import train
@@ -54,7 +54,7 @@ def make_config(options: dict):
   config.training.batch_size = int(options["batch_size"])
   config.optimizer.learning_rate = float(options["learning_rate"])
   config.optimizer.decay_rate = float(options["decay_rate"])
-  steps_per_epoch = 60000 // config.training.batch_size
+  steps_per_epoch = data_lib.num_batches(60000, config.training.batch_size)   # train ∪ validation
   every_epochs = max(1, epochs // points)
   config.training.eval_every_epochs = every_epochs
   config.training.checkpoint_every_steps = every_epochs * steps_per_epoch
@@ -80,7 +80,8 @@ def curve(config, workdir: str, num_images: int) -> list[dict]:
       record = json.loads(line)
       if record.get("split") == "validation":
         wall[record["step"]] = record
-  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints)
+  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,
+                                          config.training.keep_checkpoints_every_steps)
   points = []
   for step in store.steps():
     state, _ = store.restore(step, target)
@@ -164,7 +165,8 @@ def main(argv) -> None:
   setup_s = time.time() - start - results["train_wall_time_s"]
   points = curve(config, options["workdir"], int(options["curve_images"]))
   write_report(options, results, points, setup_s, machine_start)
-  print(open(os.path.join(options["out"], "quality_per_hour.md")).read())
+  with open(os.path.join(options["out"], "quality_per_hour.md")) as f:
+    print(f.read())
 
 
 if __name__ == "__main__":

@@ -68,14 +68,14 @@ def build_model(config: ml_collections.ConfigDict) -> vae_lib.VAE:
 
 def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
   """A split as in memory (without class data.exclude_label), evaluation splits of dynamic MNIST binarised once."""
-  loaded = data_lib.load_split(
-      config.data.name, split, data_dir=config.data.data_dir or None,
-      raw_data_dir=config.data.raw_data_dir or None)
+  def load(name):
+    return data_lib.load_split(config.data.name, name, data_dir=config.data.data_dir or None,
+                               raw_data_dir=config.data.raw_data_dir or None)
+
+  loaded = load(split)
   images, labels = loaded.images, loaded.labels
   if split == "train" and config.data.train_on_validation:
-    held_out = data_lib.load_split(
-        config.data.name, "validation", data_dir=config.data.data_dir or None,
-        raw_data_dir=config.data.raw_data_dir or None)
+    held_out = load("validation")
     images = np.concatenate([images, held_out.images])
     labels = None if labels is None else np.concatenate([labels, held_out.labels])
   if config.data.exclude_label >= 0:
@@ -209,6 +209,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   progress = _progress_bar(config, int(state.step), total_steps)
 
+  def shuffled(epoch):
+    return sharding.put_epoch(train_images, config.training.batch_size, config.seed, epoch, mesh)
+
   step = int(state.step)
   epoch_data, epoch_of_data = None, -1
   start = time.time()
@@ -216,9 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     while step < total_steps:
       epoch = step // steps_per_epoch
       if epoch != epoch_of_data:
-        epoch_data = sharding.put_epoch(
-            train_images, config.training.batch_size, config.seed, epoch, mesh)
-        epoch_of_data = epoch
+        epoch_data, epoch_of_data = shuffled(epoch), epoch
       offset = step % steps_per_epoch
       length = _block_length(step, steps_per_epoch, config.training.steps_per_scan)
       state, measured = train_steps(state, epoch_data[offset:offset + length])
@@ -226,8 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step < total_steps and step // steps_per_epoch != epoch:
         # Shuffle the next epoch on the host while this block runs (dispatch is asynchronous).
         epoch_of_data = step // steps_per_epoch
-        epoch_data = sharding.put_epoch(
-            train_images, config.training.batch_size, config.seed, epoch_of_data, mesh)
+        epoch_data = shuffled(epoch_of_data)
       measured = jax.device_get(measured)
       _check_finite(config, measured, first, store)
       log_every = config.training.log_every_steps
