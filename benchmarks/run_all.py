@@ -46,7 +46,7 @@ from benchmarks import report
 from benchmarks import timing
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved timed rounds per measurement.")
-_EXAMPLES = flags.DEFINE_integer("examples", 4000, "Training examples per timed call.")
+_EXAMPLES = flags.DEFINE_integer("examples", 20000, "Training examples per timed call (≥ 0.3 s of work).")
 _TORCH = flags.DEFINE_list("torch", ["eager1", "eager", "compile1"],
                            "PyTorch variants: eager (nproc threads), eager1 (1 thread), compile1.")
 _XLA_FLAGS = flags.DEFINE_list(

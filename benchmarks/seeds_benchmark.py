@@ -17,6 +17,7 @@ Compilation is excluded (one warm-up call each); every timing is the median of
 both alike. Printed: member-steps per second for both and their ratio.
 """
 
+import functools
 import statistics
 import time
 
@@ -56,14 +57,15 @@ def main(argv):
   config = _CONFIG.value
   model = train.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, 10 ** 6)
-  step_fn = training.make_step_fn(
-      model, optimizer, objective=config.objective.name, num_samples=config.objective.num_samples,
+  make_step_fn = functools.partial(
+      training.make_step_fn, model, optimizer, objective=config.objective.name,
+      num_samples=config.objective.num_samples,
       dynamic_binarization=data.dataset_info(config.data.name).dynamic_binarization)
   images = np.random.default_rng(0).uniform(size=(_EXAMPLES.value, 784)).astype(np.float32)
   device_images = jax.device_put(images)
   steps, batch = _STEPS.value, _BATCH.value or config.training.batch_size
-  single_program = training.jit_train_steps(step_fn)
-  vmapped_program = seeds.vmap_train_steps(step_fn)
+  single_program = training.jit_train_steps(make_step_fn())
+  vmapped_program = seeds.vmap_train_steps(make_step_fn(member_axis=seeds.MEMBER_AXIS))
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); model"
         f" {model.encoder_widths} -> {model.decoder_widths} ({model.activation}, {config.objective.name});"
         f" batch {batch}; {steps} steps per member;"

@@ -89,15 +89,17 @@ def test_torch_reference_initialisation_scales_match_vae_jax():
 def test_quality_per_hour_config_keeps_a_checkpoint_per_curve_point():
   from benchmarks import quality_per_hour
   from vae_jax import config as config_lib
-  options = dict(quality_per_hour.DEFAULTS, epochs="90", curve_points="3")
+  options = dict(quality_per_hour.DEFAULTS, epochs="90", curve_points="3", batch_size="100")
   config = quality_per_hour.make_config(options)
   config_lib.validate(config)
   assert config.data.name == "dynamic_binarized_mnist" and config.data.train_on_validation
   assert (config.model.hidden_widths, config.model.latent_dim) == ((200, 200), 50)
   assert config.training.num_epochs == 90 and config.training.eval_every_epochs == 30
-  # 60000 images / batch 100 = 600 steps per epoch; a kept checkpoint every 30 epochs.
+  # 60000 images / batch 100 = 600 steps per epoch, one lax.scan call each; a kept checkpoint every 30 epochs.
+  assert config.training.batch_size == 100 and config.training.steps_per_scan == 600
   assert config.training.checkpoint_every_steps == 30 * 600
   assert config.training.keep_checkpoints_every_steps == 30 * 600
+  assert quality_per_hour.make_config(quality_per_hour.DEFAULTS).training.batch_size == 20   # the paper's
   assert config.eval.is_num_samples == 5000
 
 

@@ -72,3 +72,28 @@ def test_vmapped_members_equal_separate_runs(raw_data, tfds_data_dir, tmp_path):
     np.testing.assert_allclose(measured["loss"][i], losses, rtol=1e-4)
   # Different seeds really are different runs.
   assert not np.allclose(measured["loss"][0], measured["loss"][1])
+
+
+def test_a_non_finite_member_is_dropped_alone():
+  """One member's NaN batch leaves its state as it was; the others take the single-run update."""
+  model = vae_lib.VAE(hidden_widths=(8,), latent_dim=2)
+  optimizer = optimizers.make_optimizer(config_lib.default_config().optimizer, 10)
+  make_step_fn = lambda **kw: training.make_step_fn(model, optimizer, objective="elbo", **kw)
+  images = np.random.default_rng(0).uniform(size=(8, 784)).astype(np.float32)
+  images[4:] = np.nan
+  indices = np.array([[[0, 1, 2, 3]], [[4, 5, 6, 7]], [[3, 2, 1, 0]]], np.int32)   # [members, 1, B]
+  states = seeds.init_states(model, optimizer, [0, 1, 2], [1.0] * 3)
+  before = jax.tree_util.tree_map(np.array, states)   # a copy: the call donates `states`
+  after, measured = seeds.vmap_train_steps(make_step_fn(member_axis=seeds.MEMBER_AXIS))(
+      states, images, indices)
+  np.testing.assert_array_equal(measured["finite"][:, 0], [1, 0, 1])
+  np.testing.assert_array_equal(after.skipped, [0, 1, 0])
+  for a, b in zip(jax.tree_util.tree_leaves(seeds.member_state(after, 1).params),
+                  jax.tree_util.tree_leaves(seeds.member_state(before, 1).params)):
+    np.testing.assert_array_equal(a, b)
+  single_step = jax.jit(make_step_fn())
+  for i in (0, 2):
+    single, _ = single_step(training.init_state(model, optimizer, i), images[indices[i, 0]])
+    for a, b in zip(jax.tree_util.tree_leaves(seeds.member_state(after, i).params),
+                    jax.tree_util.tree_leaves(single.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

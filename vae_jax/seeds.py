@@ -38,6 +38,7 @@ from vae_jax import optimizers
 from vae_jax import training
 
 MEMBER_FIELDS = ("seed", "objective.beta", "optimizer.learning_rate")
+MEMBER_AXIS = "members"   # the vmap axis name; build step_fn with member_axis=MEMBER_AXIS
 
 
 def member_values(config: ml_collections.ConfigDict, members: Sequence[dict]) -> dict:
@@ -100,11 +101,12 @@ def vmap_train_steps(step_fn) -> Any:
 
   Member m scans `step_fn` over the batches images[indices[m, t]]; the
   gathers happen inside the program, so the images are on the device once.
+  `step_fn` comes from `training.make_step_fn(..., member_axis=MEMBER_AXIS)`.
   """
   def member(state, images, indices):
     return training.scan_steps(lambda s, batch_indices: step_fn(s, images[batch_indices]))(state, indices)
 
-  return jax.jit(jax.vmap(member, in_axes=(0, None, 0)), donate_argnums=0)
+  return jax.jit(jax.vmap(member, in_axes=(0, None, 0), axis_name=MEMBER_AXIS), donate_argnums=0)
 
 
 def member_state(states: training.TrainState, i: int) -> training.TrainState:
@@ -138,7 +140,8 @@ def train(config: ml_collections.ConfigDict, members: Sequence[dict]
       model, optimizer, objective=config.objective.name,
       num_samples=config.objective.num_samples,
       kl_warmup_steps=config.objective.kl_warmup_steps,
-      dynamic_binarization=data_lib.dataset_info(config.data.name).dynamic_binarization)
+      dynamic_binarization=data_lib.dataset_info(config.data.name).dynamic_binarization,
+      member_axis=MEMBER_AXIS)
   train_epoch = vmap_train_steps(step_fn)
   device_images = jax.device_put(images)
   history = []
