@@ -40,6 +40,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
+def state_template(config: ml_collections.ConfigDict, model: vae_lib.VAE) -> training.TrainState:
+  """A `TrainState` of the run's structure and shapes, to restore its checkpoints into."""
+  # The optimizer state's structure does not depend on the number of steps.
+  optimizer = optimizers.make_optimizer(config.optimizer, total_steps=1)
+  return training.init_state(model, optimizer, config.seed, config.objective.beta)
+
+
 def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, dict]:
   """(config, model, params) of the newest good checkpoint in `workdir`.
 
@@ -55,9 +62,7 @@ def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, 
   """
   config = load_config(workdir)
   model = train_lib.build_model(config)
-  # The optimizer state's structure does not depend on the number of steps.
-  optimizer = optimizers.make_optimizer(config.optimizer, total_steps=1)
-  template = training.init_state(model, optimizer, config.seed, config.objective.beta)
+  template = state_template(config, model)
   store = checkpoints_lib.CheckpointStore(workdir, keep=config.training.keep_checkpoints)
   try:
     state, _ = store.restore_latest(template)
