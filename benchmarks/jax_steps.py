@@ -1,7 +1,7 @@
 r"""The JAX side of the benchmarks: vae_jax's training step, the matmul peak, IS-NLL, compile.
 
 Every runner here is a blocking zero-argument call, timed by `timing`. The
-training step is exactly the one `vae_jax.train.train_and_evaluate` runs: the
+training step is exactly the one `vae_jax.run.train.train_and_evaluate` runs: the
 experiment config's model, optimizer and objective through
 `training.make_step_fn`, on random images in [0, 1] (dynamically binarised
 inside the step where the config's dataset asks for it).
@@ -27,10 +27,10 @@ import numpy as np
 from benchmarks import timing
 from experiments.configs import default as default_configs
 from experiments.configs import iwae as iwae_configs
-from vae_jax import evaluation
-from vae_jax import optimizers
-from vae_jax import train
-from vae_jax import training
+from vae_jax.inference import evaluation
+from vae_jax.models import build
+from vae_jax.run import optimizers
+from vae_jax.run import training
 
 
 class Case(NamedTuple):
@@ -55,7 +55,7 @@ def experiment_config(case: Case):
 
 def step_function(config) -> tuple[Callable, training.TrainState]:
   """(`make_step_fn` of the config, the initial state), as `train_and_evaluate` builds them."""
-  model = train.build_model(config)
+  model = build.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps=10 ** 6)
   step_fn = training.make_step_fn(
       model, optimizer, objective=config.objective.name,
@@ -131,7 +131,7 @@ def is_nll_runner(case: Case, num_images: int, num_samples: int = 5000,
                   chunk_size: int = 500) -> Callable[[], None]:
   """`evaluation.evaluate` with IS k=`num_samples` over `num_images` images."""
   config = experiment_config(case)
-  model = train.build_model(config)
+  model = build.build_model(config)
   params = model.init(jax.random.PRNGKey(0))
   images = (random_batches(1, num_images)[0] > 0.5).astype(np.float32)
   return lambda: evaluation.evaluate(

@@ -36,12 +36,14 @@ import jax
 
 from benchmarks import timing
 from experiments.configs import iwae as iwae_configs
-from vae_jax import checkpoints as checkpoints_lib
-from vae_jax import data as data_lib
-from vae_jax import evaluation
-from vae_jax import metrics as metrics_lib
-from vae_jax import train
-from vae_jax import workdir as workdir_lib
+from vae_jax.run import checkpoints as checkpoints_lib
+from vae_jax.datasets import data as data_lib
+from vae_jax.inference import evaluation
+from vae_jax.models import build
+from vae_jax.datasets import splits
+from vae_jax.run import metrics as metrics_lib
+from vae_jax.run import train
+from vae_jax.run import workdir as workdir_lib
 
 PAPER_NLL = 86.76   # Burda, Grosse & Salakhutdinov (2016), Table 1, VAE k=1, 1 stochastic layer
 DEFAULTS = dict(workdir="workdirs/quality_per_hour", out="benchmarks/results", epochs="1800",
@@ -73,10 +75,10 @@ def make_config(options: dict):
 
 def curve(config, workdir: str, num_images: int) -> list[dict]:
   """IS-NLL (k = 5000) of every kept checkpoint on the first `num_images` test images."""
-  model = train.build_model(config)
+  model = build.build_model(config)
   target = workdir_lib.state_template(config, model)
   config.eval.num_examples = num_images
-  test = train.load_data(config, "test").images
+  test = splits.load_data(config, "test").images
   wall = {record["step"]: record for record in metrics_lib.read_metrics(os.path.join(workdir, "metrics.jsonl"))
           if record.get("split") == "validation"}
   store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,

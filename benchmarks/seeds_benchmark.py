@@ -27,7 +27,11 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from vae_jax import data, optimizers, seeds, train, training
+from vae_jax.datasets import data
+from vae_jax.run import optimizers
+from vae_jax.scale import seeds
+from vae_jax.models import build
+from vae_jax.run import training
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/default.py", "Config whose model, objective and batch size are timed.")
@@ -55,7 +59,7 @@ def median_seconds(functions, repeats: int) -> list[float]:
 def main(argv):
   del argv
   config = _CONFIG.value
-  model = train.build_model(config)
+  model = build.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, 10 ** 6)
   make_step_fn = functools.partial(
       training.make_step_fn, model, optimizer, objective=config.objective.name,

@@ -40,8 +40,11 @@ def time_device_count(count: int) -> dict:
   """Median examples/s of the jitted training block on the first `count` devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vae_jax import config as config_lib, optimizers, sharding, training  # pylint: disable=g-import-not-at-top
-  from vae_jax import vae as vae_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import optimizers  # pylint: disable=g-import-not-at-top
+  from vae_jax.scale import sharding  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import training  # pylint: disable=g-import-not-at-top
+  from vae_jax.models import vae as vae_lib  # pylint: disable=g-import-not-at-top
 
   mesh = sharding.make_mesh(jax.devices()[:count])
   model = vae_lib.VAE(hidden_widths=tuple(int(w) for w in _HIDDEN.value), latent_dim=_LATENT.value)

@@ -5,12 +5,12 @@ more), written the way a PyTorch user would:
 
 * encoder widths (D, h_1, …, h_m, 2d), decoder (d, h_m, …, h_1, D), the
   activation φ on every hidden layer and the identity on each last layer
-  (`vae_jax.networks.mlp_activations`);
+  (`vae_jax.nn.networks.mlp_activations`);
 * W_i ~ N(0, 2/d_{i−1}) for ReLU-like layers (He), W_i ~ U(±√(6/(d_{i−1}+d_i)))
-  otherwise (Glorot), b_i = 0 (`vae_jax.networks.init`);
+  otherwise (Glorot), b_i = 0 (`vae_jax.nn.networks.init`);
 * the loss −(1/B) Σ_b [Σ_j (x_j ℓ_j − softplus(ℓ_j)) − ½ Σ_k (μ_k² + σ_k² −
   log σ_k² − 1)] with z = μ + σ ⊙ ε, ε ~ N(0, I), ℓ = g(z): the one-sample
-  Bernoulli ELBO with closed-form KL (`vae_jax.objectives.elbo`);
+  Bernoulli ELBO with closed-form KL (`vae_jax.inference.objectives.elbo`);
 * optionally x ~ Bernoulli(x) resampled every step (dynamic binarisation);
 * Adam (`torch.optim.Adam`, the same lr, betas and eps).
 
@@ -33,7 +33,7 @@ _ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
 
 
 def _mlp(widths: Sequence[int], activation: str) -> nn.ModuleList:
-  """Linear layers of the given widths, initialised as `vae_jax.networks.init`."""
+  """Linear layers of the given widths, initialised as `vae_jax.nn.networks.init`."""
   layers = nn.ModuleList()
   for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
     linear = nn.Linear(fan_in, fan_out)
@@ -85,7 +85,7 @@ def make_step(hidden_widths: Sequence[int], latent_dim: int, activation: str, *,
   """`step(batch [B, D]) -> loss`: one Adam update of a fresh model.
 
   Args:
-    hidden_widths, latent_dim, activation: the model (as `vae_jax.vae.VAE`).
+    hidden_widths, latent_dim, activation: the model (as `vae_jax.models.vae.VAE`).
     data_dim: D.
     learning_rate, betas, eps: Adam's hyperparameters.
     dynamic_binarization: resample x ~ Bernoulli(x) every step.

@@ -11,7 +11,7 @@ Each writes <app>.json and <app>.md (and figures) into --out
 * compression: the test split of each workdir's dataset encoded at every
   --precisions, bytes per image vs raw (784) and PNG, MSE and PSNR;
   compression.png is the rate–distortion plot.
-* downstream: logistic regression (`vae_jax.downstream`) on the codes μ(x) of
+* downstream: logistic regression (`vae_jax.applications.downstream`) on the codes μ(x) of
   the training split vs on raw pixels: test accuracy, fit time, storage.
 * anomaly: −ELBO and IS-NLL scores on the test split; AUROC of the held-out
   class for workdirs trained with data.exclude_label, and of the other dataset
@@ -66,7 +66,7 @@ OTHER_DATASET = {"mnist": "fashion_mnist", "fashion_mnist": "mnist"}
 
 
 def _split(config, options, split, dataset=None):
-  from vae_jax import data  # pylint: disable=g-import-not-at-top
+  from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
   loaded = data.load_split(dataset or config.data.name, split, data_dir=config.data.data_dir or None,
                            raw_data_dir=config.data.raw_data_dir or None)
   n = {"test": options.num_examples, "train": options.num_train}.get(split) or len(loaded)
@@ -89,7 +89,7 @@ def png_bytes(images: np.ndarray, image_shape) -> np.ndarray:
 
 
 def run_compression(loaded, options):
-  from vae_jax import compression  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import compression  # pylint: disable=g-import-not-at-top
   rows, png = [], {}
   for workdir, (config, model, params) in loaded.items():
     images, _ = _split(config, options, "test")
@@ -131,7 +131,8 @@ def _plot_rate_distortion(rows, path):
 
 
 def run_downstream(loaded, options):
-  from vae_jax import compression, downstream  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import compression  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import downstream  # pylint: disable=g-import-not-at-top
   rows, done = [], set()
   for workdir, (config, model, params) in loaded.items():
     train_x, train_y = _split(config, options, "train")
@@ -153,7 +154,7 @@ def run_downstream(loaded, options):
 
 
 def run_anomaly(loaded, options):
-  from vae_jax import anomaly  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import anomaly  # pylint: disable=g-import-not-at-top
   rows = []
   key = jax.random.PRNGKey(options.seed)
   for workdir, (config, model, params) in loaded.items():
@@ -180,7 +181,9 @@ def run_anomaly(loaded, options):
 
 
 def run_generation(loaded, options):
-  from vae_jax import compression, generation, image_grid  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import compression  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import generation  # pylint: disable=g-import-not-at-top
+  from vae_jax.plots import image_grid  # pylint: disable=g-import-not-at-top
   rows = []
   key = jax.random.PRNGKey(options.seed)
   folder = os.path.join(options.out, "generation")
@@ -213,7 +216,7 @@ def markdown_table(rows, columns) -> str:
 
 def run(app: str, workdirs, options: Options = Options(), command: str = "") -> list[dict]:
   """Runs `app` on the trained `workdirs`; writes <out>/<app>.json and .md; returns the rows."""
-  from vae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   if app not in APPS:
     raise ValueError(f"app={app!r} is unknown; choose one of {', '.join(APPS)}.")
   loaded = {w: workdir_lib.load_trained(w) for w in workdirs}

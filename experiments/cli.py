@@ -24,7 +24,9 @@ _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 # Errors that mean "the input is wrong" rather than "the program is wrong".
 def _user_error_types():
-  from vae_jax import checkpoints, data, train  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import checkpoints  # pylint: disable=g-import-not-at-top
+  from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import train  # pylint: disable=g-import-not-at-top
   return (ValueError, KeyError, TypeError, OSError, data.DataError,
           checkpoints.CheckpointError, train.TrainingDiverged, train.WorkdirError)
 

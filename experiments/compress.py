@@ -1,4 +1,4 @@
-r"""Compresses images to VAE codes and back (`vae_jax.compression`).
+r"""Compresses images to VAE codes and back (`vae_jax.applications.compression`).
 
   # a dataset split (default: the workdir's dataset) -> one file
   python -m experiments.compress encode --workdir=workdirs/apps/mnist_z8 \
@@ -54,7 +54,9 @@ def write_pngs(images: np.ndarray, folder: str, image_shape) -> None:
 def encode(workdir: str, output: str, precision="8", *, split: str | None = None,
            input_dir: str | None = None, dataset: str | None = None, num_images: int = 0) -> bytes:
   """Encodes a dataset split or a folder of PNGs with the model of `workdir` into `output`."""
-  from vae_jax import compression, data, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import compression  # pylint: disable=g-import-not-at-top
+  from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   if not output or (split is None) == (input_dir is None):
     raise ValueError("encode needs --output and exactly one of --split or --input_dir.")
   config, model, params = workdir_lib.load_trained(workdir)
@@ -77,7 +79,8 @@ def encode(workdir: str, output: str, precision="8", *, split: str | None = None
 
 def decode(workdir: str, input_path: str, output_dir: str) -> np.ndarray:
   """Decodes the file `input_path` with the model of `workdir` into PNGs in `output_dir`."""
-  from vae_jax import compression, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.applications import compression  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   if not input_path or not output_dir:
     raise ValueError("decode needs --input and --output_dir.")
   _, model, params = workdir_lib.load_trained(workdir)

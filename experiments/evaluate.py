@@ -27,13 +27,15 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax import evaluation, train, workdir  # pylint: disable=g-import-not-at-top
+  from vae_jax.inference import evaluation  # pylint: disable=g-import-not-at-top
+  from vae_jax.datasets import splits  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import workdir  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
     if _NUM_SAMPLES.value < 0 or _CHUNK.value < 1 or _BATCH.value < 1 or _NUM_EXAMPLES.value < 0:
       raise ValueError("--num_samples and --num_examples must be ≥ 0, --chunk_size and --batch_size ≥ 1.")
     config, model, params = workdir.load_trained(_WORKDIR.value)
     config.eval.num_examples = _NUM_EXAMPLES.value
-    images = train.load_data(config, _SPLIT.value).images
+    images = splits.load_data(config, _SPLIT.value).images
     start = time.time()
     scores = evaluation.evaluate(
         model, params, images, jax.random.fold_in(jax.random.PRNGKey(config.seed), 3),

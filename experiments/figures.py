@@ -11,7 +11,7 @@ Writes, each as PNG and PDF under a stable name:
   <out>/<run>/network, reconstructions, samples, interpolations, curves and,
       for latent_dim = 2, latent_scatter and latent_manifold
                                   from the newest checkpoint of each workdir
-                                  (`vae_jax.figures.write_run_figures`)
+                                  (`vae_jax.plots.figures.write_run_figures`)
 
 and `<out>/manifest.{json,md}` listing every figure with the command that drew
 it, and for run figures the training command and the run's config.
@@ -68,7 +68,8 @@ def train_missing(workdir: str, command: list[str]) -> None:
 def draw_diagrams(out: str) -> list[dict]:
   """The thesis's Figures 1.1, 2.1, 2.2, 2.3 from θ built by the package."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax import diagrams, figures  # pylint: disable=g-import-not-at-top
+  from vae_jax.plots import diagrams  # pylint: disable=g-import-not-at-top
+  from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
   records = []
   for stem, (theta, title, bottleneck) in diagrams.thesis_networks(jax.random.PRNGKey(0)).items():
     fig, drawn = diagrams.diagram_figure(theta, bottleneck=bottleneck, title=title)
@@ -90,8 +91,9 @@ def draw_run(workdir: str, out: str, command: str | None = None) -> tuple[list[d
     command: the command that trained it; default: the "command" of its
       launch.json (written by experiments.reproduce) or run.json, if any.
   """
-  from vae_jax import figures, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from vae_jax import metrics  # pylint: disable=g-import-not-at-top
+  from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import metrics  # pylint: disable=g-import-not-at-top
   name, target = os.path.basename(os.path.normpath(workdir)), os.path.join(out, os.path.basename(os.path.normpath(workdir)))
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.isdir(os.path.join(workdir, "checkpoints")):

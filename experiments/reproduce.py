@@ -41,7 +41,7 @@ import time
 from absl import flags
 
 from experiments import cli
-from vae_jax import metrics as metrics_lib
+from vae_jax.run import metrics as metrics_lib
 
 CONFIG_FILE = "experiments/configs/iwae.py"
 # run -> (config argument before ",epochs=E", label, paper's test NLL in nats or None).

@@ -54,7 +54,7 @@ def load_sweep(config_arg: str):
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"--config={config_arg}: {path} has no get_sweep(); add one returning a list"
-                     " of override dicts (see vae_jax.sweeps).")
+                     " of override dicts (see vae_jax.scale.sweeps).")
   config = module.get_config(arg) if arg else module.get_config()
   points = module.get_sweep(arg) if arg else module.get_sweep()
   return config, list(points)
@@ -62,13 +62,15 @@ def load_sweep(config_arg: str):
 
 def check_points(config, points) -> list[str]:
   """Builds and validates the config of every point; returns their names."""
-  from vae_jax import config as config_lib, sweeps, train  # pylint: disable=g-import-not-at-top
+  from vae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.scale import sweeps  # pylint: disable=g-import-not-at-top
+  from vae_jax.models import build  # pylint: disable=g-import-not-at-top
   names = sweeps.check_names(points)
   for point, name in zip(points, names):
     try:
       point_config = sweeps.apply(config, point)
       config_lib.validate(point_config)
-      train.build_model(point_config)
+      build.build_model(point_config)
     except (KeyError, TypeError, ValueError) as e:
       message = str(e).strip().splitlines()[0]
       raise ValueError(f"sweep point {name}: {message}") from None
@@ -76,7 +78,7 @@ def check_points(config, points) -> list[str]:
 
 
 def command(config_arg: str, point: dict, workdir: str, python: str = sys.executable) -> list[str]:
-  from vae_jax import sweeps  # pylint: disable=g-import-not-at-top
+  from vae_jax.scale import sweeps  # pylint: disable=g-import-not-at-top
   return [python, "-m", "experiments.train", f"--config={config_arg}",
           *sweeps.override_flags(point), f"--workdir={workdir}"]
 
@@ -119,7 +121,7 @@ def _last_line(path: str) -> str:
 
 def write_aggregate(config, config_arg: str, points, workdir: str, results: str = "") -> list[dict]:
   """Aggregates the finished points into <workdir>/sweep.* and <results>.* (csv, json, md, png)."""
-  from vae_jax import sweeps  # pylint: disable=g-import-not-at-top
+  from vae_jax.scale import sweeps  # pylint: disable=g-import-not-at-top
   records = sweeps.load_results(workdir, points)
   rows = sweeps.aggregate(records)
   launch = f"python -m experiments.sweep --config={config_arg} --workdir={workdir}"

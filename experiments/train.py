@@ -31,7 +31,8 @@ def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {' '.join(argv[1:])!r}; give every setting as a"
                      " flag, e.g. --config.model.latent_dim=2")
-  from vae_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  from vae_jax.scale import sharding  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import train  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                     _AUTODETECT.value)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vae_jax import activations
+from vae_jax.nn import activations
 
 REQUIRED = ("relu", "leaky_relu", "elu", "softplus", "sigmoid", "tanh", "gelu", "silu", "identity")
 

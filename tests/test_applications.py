@@ -9,7 +9,12 @@ import pytest
 from scipy import stats
 
 from conftest import tiny_config
-from vae_jax import anomaly, downstream, generation, train, workdir
+from vae_jax.datasets import splits
+from vae_jax.applications import anomaly
+from vae_jax.applications import downstream
+from vae_jax.applications import generation
+from vae_jax.run import train
+from vae_jax.run import workdir
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,7 @@ def trained(raw_data, tfds_data_dir, tmp_path_factory):
   config = tiny_config(raw_data, tfds_data_dir, data__exclude_label=1, eval__is_num_samples=0)
   train.train_and_evaluate(config, path)
   config, model, params = workdir.load_trained(path)
-  test = train.load_data(config, "test")
+  test = splits.load_data(config, "test")
   return path, config, model, params, test.images[:100]
 
 
@@ -58,7 +63,7 @@ def test_auroc_rejects_empty_and_nan():
 def test_held_out_class_is_never_seen(trained):
   _, config, _, _, _ = trained
   for split in ("train", "validation", "test"):
-    assert 1 not in train.load_data(config, split).labels
+    assert 1 not in splits.load_data(config, split).labels
   from vae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   bad = config_lib.default_config()
   bad.data.exclude_label = 10

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vae_jax import autoencoders, networks
+from vae_jax.nn import autoencoders
+from vae_jax.nn import networks
 
 FIGURE_2_1 = (5, 4, 3, 2, 3, 4, 5)
 

@@ -16,8 +16,13 @@ import pytest
 
 from conftest import tiny_config
 from test_reliability import assert_one_line_error, run, snapshot, train_command
-from vae_jax import activations, autoencoders, compression, data, evaluation, train
-from vae_jax import vae as vae_lib
+from vae_jax.nn import activations
+from vae_jax.nn import autoencoders
+from vae_jax.applications import compression
+from vae_jax.datasets import data
+from vae_jax.inference import evaluation
+from vae_jax.run import train
+from vae_jax.models import vae as vae_lib
 
 CONFIG = "--config=experiments/configs/default.py"
 

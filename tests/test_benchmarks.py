@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax.models import build
 from benchmarks import jax_steps
 from benchmarks import report
 from benchmarks import timing
-from vae_jax import distributions
+from vae_jax.models import distributions
 
 
 def test_flops_count_every_layer_of_encoder_and_decoder():
@@ -54,7 +55,7 @@ def test_torch_reference_loss_equals_vae_jax_at_zero_noise(config_name, monkeypa
   torch = pytest.importorskip("torch")
   from benchmarks import torch_reference
   config = jax_steps.experiment_config(jax_steps.Case("c", config_name, 4))
-  model = jax_steps.train.build_model(config)
+  model = build.build_model(config)
   params = model.init(jax.random.PRNGKey(0))
   reference = torch_reference.MlpVae(784, model.hidden_widths, model.latent_dim, model.activation)
   with torch.no_grad():

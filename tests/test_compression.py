@@ -9,7 +9,10 @@ import pytest
 from scipy import stats
 
 from conftest import REPO, tiny_config
-from vae_jax import compression, data, train, workdir
+from vae_jax.applications import compression
+from vae_jax.datasets import data
+from vae_jax.run import train
+from vae_jax.run import workdir
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from vae_jax import conv
+from vae_jax.nn import conv
 
 
 def _same_padding(size, kernel, stride):

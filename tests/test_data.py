@@ -1,4 +1,4 @@
-"""Unit tests of vae_jax.data on tfds.testing.mock_data: no files, no network."""
+"""Unit tests of vae_jax.datasets.data on tfds.testing.mock_data: no files, no network."""
 
 import os
 import subprocess
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from vae_jax import data
-from vae_jax import raw_data
+from vae_jax.datasets import data
+from vae_jax.datasets import raw_data
 
 NUM_MOCK = 120  # mock TFDS train: 100 train + 20 validation (the last N // 6).
 
@@ -121,7 +121,7 @@ def test_cache_is_read_and_memoised(tmp_path):
 def test_cached_load_does_not_import_tensorflow(tmp_path):
   _write_fake_cache(tmp_path)
   code = (
-      "import sys; from vae_jax import data; "
+      "import sys; from vae_jax.datasets import data; "
       f"s = data.load_split('mnist', 'test', data_dir={str(tmp_path)!r}); "
       "assert s.images.shape == (30, 784); "
       "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")

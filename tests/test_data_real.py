@@ -1,4 +1,4 @@
-"""Integration tests of vae_jax.data on the real raw files, offline.
+"""Integration tests of vae_jax.datasets.data on the real raw files, offline.
 
 The raw folder is $VAE_JAX_RAW_DATA_DIR or <repo>/../shared/data (the
 `raw_data` fixture of conftest.py skips these tests when it is absent). TFDS
@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from vae_jax import data
-from vae_jax import raw_data as raw_lib
+from vae_jax.datasets import data
+from vae_jax.datasets import raw_data as raw_lib
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -102,7 +102,7 @@ def test_cache_then_no_tensorflow(load, data_dir):
   assert {"fashion_mnist-train.npz", "fashion_mnist-validation.npz",
           "fashion_mnist-test.npz"} <= set(os.listdir(cache))
   code = (
-      "import sys; from vae_jax import data; "
+      "import sys; from vae_jax.datasets import data; "
       f"s = data.load_split('fashion_mnist', 'test', data_dir={data_dir!r}, raw_data_dir='/nonexistent'); "
       "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print(float(s.images.mean()))")
   out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,

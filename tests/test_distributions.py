@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from vae_jax import distributions
+from vae_jax.models import distributions
 
 
 def _rng(seed=0):

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import evaluation
-from vae_jax import objectives
-from vae_jax import vae as vae_lib
+from vae_jax.inference import evaluation
+from vae_jax.inference import objectives
+from vae_jax.models import vae as vae_lib
 
 MODEL = vae_lib.VAE(input_shape=(4, 4, 1), hidden_widths=(8,), latent_dim=2)
 

@@ -10,8 +10,8 @@ from matplotlib import collections as mcollections
 from matplotlib import patches
 
 from conftest import tiny_config
-from vae_jax import diagrams
-from vae_jax import vae as vae_lib
+from vae_jax.plots import diagrams
+from vae_jax.models import vae as vae_lib
 
 THESIS_WIDTHS = {
     "figure_1_1_network": (4, 3, 4, 5, 3, 7, 2),
@@ -88,7 +88,7 @@ RUN_FIGURES = {"network", "reconstructions", "interpolations", "samples", "laten
 
 def test_training_writes_figures_and_the_command_draws_them_with_a_manifest(raw_data, tfds_data_dir, tmp_path):
   from experiments import figures as figures_cli
-  from vae_jax import train
+  from vae_jax.run import train
   config = tiny_config(raw_data, tfds_data_dir, model__latent_dim=2, training__num_epochs=1,
                        eval__write_figures=True)
   workdir = str(tmp_path / "latent2")

@@ -7,7 +7,8 @@ import optax
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vae_jax import activations, networks
+from vae_jax.nn import activations
+from vae_jax.nn import networks
 
 FIGURE_1_1 = (4, 3, 4, 5, 3, 7, 2)   # input 4, hidden 3, 4, 5, 3, 7, output 2
 

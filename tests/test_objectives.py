@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import autoencoders
-from vae_jax import distributions
-from vae_jax import objectives
-from vae_jax import vae as vae_lib
+from vae_jax.nn import autoencoders
+from vae_jax.models import distributions
+from vae_jax.inference import objectives
+from vae_jax.models import vae as vae_lib
 
 # tanh keeps the objectives smooth for the finite-difference checks.
 MODEL = vae_lib.VAE(input_shape=(4, 4, 1), hidden_widths=(8,), latent_dim=2, activation="tanh")

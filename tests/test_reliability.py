@@ -23,8 +23,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, tiny_config
-from vae_jax import checkpoints as checkpoints_lib
-from vae_jax import compression, optimizers, raw_data, train, training
+from vae_jax.models import build
+from vae_jax.run import checkpoints as checkpoints_lib
+from vae_jax.applications import compression
+from vae_jax.run import optimizers
+from vae_jax.datasets import raw_data
+from vae_jax.run import train
+from vae_jax.run import training
 
 FAULT_INJECTION = REPO / "tests" / "fault_injection"
 WALL_TIME_KEYS = ("wall_time", "train_wall_time_s")
@@ -243,7 +248,7 @@ CORRUPTIONS = {
 
 
 def initial_state(config):
-  model = train.build_model(config)
+  model = build.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, 32)
   return training.init_state(model, optimizer, config.seed, config.objective.beta)
 
@@ -386,7 +391,7 @@ SWEEP_CONFIG = """
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
-from vae_jax import sweeps
+from vae_jax.scale import sweeps
 
 def get_config(arg=""):
   return tiny_config({raw!r}, {tfds!r}, eval__num_examples=100, eval__is_num_samples=0)
@@ -467,7 +472,7 @@ def test_planted_pickles_are_never_executed(api_run, tmp_path, capsys):
            labels=np.zeros(1))
   assert raw_data.read_cache(str(cache_file)) is None
   # A "compressed file" that is a pickle.
-  model = train.build_model(config)
+  model = build.build_model(config)
   with pytest.raises(ValueError, match="not a vae_jax compressed file"):
     compression.decompress(model, model.init(jax.random.PRNGKey(0)), payload)
   assert not marker.exists()

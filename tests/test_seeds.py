@@ -7,8 +7,15 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from vae_jax import checkpoints, config as config_lib, data, optimizers, seeds, train, training
-from vae_jax import vae as vae_lib
+from vae_jax.models import build
+from vae_jax.run import checkpoints
+from vae_jax import config as config_lib
+from vae_jax.datasets import data
+from vae_jax.run import optimizers
+from vae_jax.scale import seeds
+from vae_jax.run import train
+from vae_jax.run import training
+from vae_jax.models import vae as vae_lib
 
 
 def test_member_indices_are_the_epoch_batches_of_each_seed():
@@ -58,7 +65,7 @@ def test_vmapped_members_equal_separate_runs(raw_data, tfds_data_dir, tmp_path):
     single.update_from_flattened_dict(member)
     workdir = tmp_path / str(i)
     train.train_and_evaluate(single, str(workdir))
-    model = train.build_model(single)
+    model = build.build_model(single)
     optimizer = optimizers.make_optimizer(single.optimizer, steps)
     target = training.init_state(model, optimizer, single.seed, single.objective.beta)
     store = checkpoints.CheckpointStore(str(workdir))

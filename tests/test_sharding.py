@@ -18,8 +18,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config
-from vae_jax import evaluation, optimizers, sharding, train, training
-from vae_jax import vae as vae_lib
+from vae_jax.inference import evaluation
+from vae_jax.run import optimizers
+from vae_jax.scale import sharding
+from vae_jax.run import train
+from vae_jax.run import training
+from vae_jax.models import vae as vae_lib
 
 MODEL = vae_lib.VAE(hidden_widths=(16,), latent_dim=2)
 RUN = {"training__num_epochs": 1, "eval__num_examples": 100}   # one epoch of 16 steps, shortened eval
@@ -117,7 +121,7 @@ def _assert_same_run(sharded_dir, reference_dir, reference):
 
 
 def test_put_epoch_on_one_device_is_epoch_batches():
-  from vae_jax import data as data_lib
+  from vae_jax.datasets import data as data_lib
   images = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (70, 784)))
   mesh = sharding.make_mesh()
   put = sharding.put_epoch(images, 16, seed=3, epoch=2, mesh=mesh)

@@ -12,7 +12,8 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from vae_jax import config as config_lib, sweeps
+from vae_jax import config as config_lib
+from vae_jax.scale import sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -98,7 +99,7 @@ SWEEP_CONFIG = '''
 import sys
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
-from vae_jax import sweeps
+from vae_jax.scale import sweeps
 
 def get_config(arg=""):
   return tiny_config({raw!r}, {tfds!r}, training__num_epochs=2, eval__num_examples=100,

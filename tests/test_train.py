@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from vae_jax import checkpoints as checkpoints_lib
-from vae_jax import optimizers, train, training
-from vae_jax import vae as vae_lib
+from vae_jax.models import build
+from vae_jax.datasets import splits
+from vae_jax.run import checkpoints as checkpoints_lib
+from vae_jax.run import optimizers
+from vae_jax.run import train
+from vae_jax.run import training
+from vae_jax.models import vae as vae_lib
 
 
 def tiny_step(config):
@@ -108,10 +112,10 @@ def test_workdir_written_before_a_new_config_field_still_resumes(raw_data, tfds_
 
 def test_train_on_validation_appends_the_validation_split(raw_data, tfds_data_dir):
   config = tiny_config(raw_data, tfds_data_dir, data__train_subset=0, eval__num_examples=0)
-  train_only = train.load_data(config, "train").images
-  validation = train.load_data(config, "validation")
+  train_only = splits.load_data(config, "train").images
+  validation = splits.load_data(config, "validation")
   config.data.train_on_validation = True
-  both = train.load_data(config, "train")
+  both = splits.load_data(config, "train")
   assert len(train_only) == 50000 and len(both.images) == 60000 == len(both.labels)
   np.testing.assert_array_equal(both.images[:50000], train_only)
   np.testing.assert_array_equal(both.images[50000:], validation.images)
@@ -125,7 +129,7 @@ def test_checkpoints_kept_every_n_steps_restore_the_state_of_that_step(
   train.train_and_evaluate(config, str(tmp_path / "long"))
   store = checkpoints_lib.CheckpointStore(str(tmp_path / "long"))
   assert store.steps() == [16, 32, 48]
-  model = train.build_model(config)
+  model = build.build_model(config)
   target = training.init_state(model, optimizers.make_optimizer(config.optimizer, 48), config.seed)
   kept, meta = store.restore(16, target)
   assert int(kept.step) == 16 and meta["step"] == 16

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from vae_jax import autoencoders
-from vae_jax import distributions
-from vae_jax import networks
-from vae_jax import vae as vae_lib
+from vae_jax.nn import autoencoders
+from vae_jax.models import distributions
+from vae_jax.nn import networks
+from vae_jax.models import vae as vae_lib
 
 SMALL = dict(input_shape=(4, 4, 1), hidden_widths=(8,), latent_dim=3)
 

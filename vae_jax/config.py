@@ -103,7 +103,8 @@ def _fail(field: str, value, problem: str, fix: str):
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks the values that types alone cannot (raises ValueError)."""
-  from vae_jax import activations, data  # pylint: disable=g-import-not-at-top
+  from vae_jax.nn import activations  # pylint: disable=g-import-not-at-top
+  from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
   if config.data.name not in data.DATASETS:
     _fail("data.name", config.data.name, "unknown dataset", f"choose one of {', '.join(data.DATASETS)}")
   if config.data.train_subset < 0:

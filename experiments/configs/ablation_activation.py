@@ -12,7 +12,7 @@ Measured: experiments/results/ablation_activation.md (table) and .png (plot).
 """
 
 from experiments.configs import ablation_common
-from vae_jax import sweeps
+from vae_jax.scale import sweeps
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "softplus", "tanh", "sigmoid", "gelu", "silu")
 SEEDS = (0, 1, 2)

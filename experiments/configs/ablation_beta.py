@@ -14,7 +14,7 @@ Measured: experiments/results/ablation_beta.md (table) and .png (plot).
 """
 
 from experiments.configs import ablation_common
-from vae_jax import sweeps
+from vae_jax.scale import sweeps
 
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 SEEDS = (0, 1)

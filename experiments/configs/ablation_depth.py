@@ -16,8 +16,8 @@ Measured: experiments/results/ablation_depth.md (table) and .png (plot).
 """
 
 from experiments.configs import ablation_common
-from vae_jax import autoencoders
-from vae_jax import sweeps
+from vae_jax.nn import autoencoders
+from vae_jax.scale import sweeps
 
 WIDTHS = (128, 512)
 DEPTHS = (1, 2, 3)

@@ -12,7 +12,7 @@ Measured: experiments/results/ablation_latent.md (table) and .png (plot).
 """
 
 from experiments.configs import ablation_common
-from vae_jax import sweeps
+from vae_jax.scale import sweeps
 
 LATENT_DIMS = (2, 4, 8, 16, 32, 64)
 SEEDS = (0, 1)

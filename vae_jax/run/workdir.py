@@ -13,12 +13,12 @@ import os
 
 import ml_collections
 
-from vae_jax import checkpoints as checkpoints_lib
+from vae_jax.models import build
+from vae_jax.run import checkpoints as checkpoints_lib
 from vae_jax import config as config_lib
-from vae_jax import optimizers
-from vae_jax import train as train_lib
-from vae_jax import training
-from vae_jax import vae as vae_lib
+from vae_jax.run import optimizers
+from vae_jax.run import training
+from vae_jax.models import vae as vae_lib
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -54,14 +54,14 @@ def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, 
     workdir: a folder written by `train.train_and_evaluate`.
 
   Returns:
-    The run's config, its model spec (`train.build_model`) and the parameters
+    The run's config, its model spec (`build.build_model`) and the parameters
     of the newest checkpoint whose digest verifies.
 
   Raises:
     FileNotFoundError: no config.json, or no checkpoint that loads.
   """
   config = load_config(workdir)
-  model = train_lib.build_model(config)
+  model = build.build_model(config)
   template = state_template(config, model)
   store = checkpoints_lib.CheckpointStore(workdir, keep=config.training.keep_checkpoints)
   try:

@@ -6,7 +6,7 @@ the batch if the dataset asks for it, compute the loss and its gradient with
 step's measurements. The same pure function runs per step under `jax.jit`
 (`jit_train_step`) or over a block of steps inside one `lax.scan`
 (`jit_train_steps`), and can be vmapped over a batch of states
-(`vae_jax.seeds`).
+(`vae_jax.scale.seeds`).
 
 A non-finite loss or gradient never reaches the parameters: the update is
 dropped, `skipped` is counted, and the measurement `finite` is 0 so that the
@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax import data as data_lib
-from vae_jax import objectives
-from vae_jax import vae as vae_lib
+from vae_jax.datasets import data as data_lib
+from vae_jax.inference import objectives
+from vae_jax.models import vae as vae_lib
 
 
 class TrainState(NamedTuple):
@@ -60,7 +60,7 @@ def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
     kl_warmup_steps: β_t = β · min(1, t / kl_warmup_steps).
     dynamic_binarization: resample x ~ Bernoulli(x) at every step.
     member_axis: the `jax.vmap` axis name when many states are stepped at once
-      (`vae_jax.seeds`); then the step takes the plain update branch whenever
+      (`vae_jax.scale.seeds`); then the step takes the plain update branch whenever
       every member is finite, and selects per member only when one is not.
       A step built with it must run under a vmap with that axis name.
   """

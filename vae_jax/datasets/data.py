@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import raw_data
-from vae_jax.raw_data import RAW_DATA_ENV, DataError  # pylint: disable=unused-import  (public API)
+from vae_jax.datasets import raw_data
+from vae_jax.datasets.raw_data import RAW_DATA_ENV, DataError  # pylint: disable=unused-import  (public API)
 
 DATASETS = ("mnist", "fashion_mnist", "binarized_mnist", "dynamic_binarized_mnist")
 SPLITS = ("train", "validation", "test")

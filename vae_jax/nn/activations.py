@@ -139,7 +139,7 @@ def get(activation: ActivationLike) -> Activation:
     except KeyError:
       raise ValueError(
           f"unknown activation {activation!r}; choose one of {', '.join(names())}"
-          " or register a new one with vae_jax.activations.register."
+          " or register a new one with vae_jax.nn.activations.register."
       ) from None
   if not callable(activation):
     raise ValueError(

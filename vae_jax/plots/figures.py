@@ -3,7 +3,7 @@
 `write_run_figures(config, model, params, out_dir)` draws, from the model
 and the run's test split:
 
-  network          the model's own θ as a diagram (`vae_jax.diagrams`)
+  network          the model's own θ as a diagram (`vae_jax.plots.diagrams`)
   reconstructions  test inputs (odd rows) above E[x | z = μ(x)] (even rows)
   samples          E[x|z] for z ~ p(z) = N(0, I) (VAEs only)
   latent_scatter   μ(x) of test images coloured by label (latent_dim = 2)
@@ -17,7 +17,7 @@ and the run's test split:
 
 Training calls it at the end of a run (config.eval.write_figures) with the
 final parameters; `python -m experiments.figures` redraws them for any
-workdir from its newest verified checkpoint (`vae_jax.workdir.load_trained`).
+workdir from its newest verified checkpoint (`vae_jax.run.workdir.load_trained`).
 All randomness comes from fold_in(PRNGKey(config.seed), 3).
 """
 
@@ -31,12 +31,12 @@ import ml_collections
 import numpy as np
 from matplotlib import figure as mfigure
 
-from vae_jax import compression
-from vae_jax import diagrams
-from vae_jax import generation
-from vae_jax import image_grid
-from vae_jax import metrics as metrics_lib
-from vae_jax import train as train_lib
+from vae_jax.datasets import splits
+from vae_jax.applications import compression
+from vae_jax.plots import diagrams
+from vae_jax.applications import generation
+from vae_jax.plots import image_grid
+from vae_jax.run import metrics as metrics_lib
 
 FIGURE_KEY = 3   # fold_in(PRNGKey(seed), 3): the figures' randomness
 
@@ -165,7 +165,7 @@ def write_run_figures(config: ml_collections.ConfigDict, model, params: dict, ou
   Returns:
     One record per figure: {"name", "png", "pdf", "description"}.
   """
-  test = train_lib.load_data(config, "test")
+  test = splits.load_data(config, "test")
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), FIGURE_KEY)
   figures = [("network", diagrams.diagram_figure(params, title="θ of this run")[0],
               "the model's θ as a network diagram (widths read from the parameter shapes)"),

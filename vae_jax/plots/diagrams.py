@@ -29,7 +29,7 @@ from matplotlib import collections as mcollections
 from matplotlib import figure as mfigure
 from matplotlib import patches
 
-from vae_jax import networks
+from vae_jax.nn import networks
 
 COLOURS = {"input": "#4c9be8", "hidden": "#f2b134", "output": "#5cb85c",
            "bottleneck": "#d9534f"}
@@ -236,7 +236,7 @@ def thesis_networks(key) -> dict:
     Figure 2.2 (encoder 5 → 4, 3 → 2) and Figure 2.3 (decoder 2 → 3, 4 → 5).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax import autoencoders  # pylint: disable=g-import-not-at-top
+  from vae_jax.nn import autoencoders  # pylint: disable=g-import-not-at-top
   keys = [jax.random.fold_in(key, i) for i in range(4)]
   return {
       "figure_1_1_network": (networks.init(keys[0], (4, 3, 4, 5, 3, 7, 2)),

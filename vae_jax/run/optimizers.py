@@ -2,7 +2,7 @@
 
 The learning rate is injected as a hyperparameter (`optax.inject_hyperparams`),
 so it lives in the optimizer state: a vmapped batch of training states can then
-carry one learning rate per member (see `vae_jax.seeds`).
+carry one learning rate per member (see `vae_jax.scale.seeds`).
 """
 
 from __future__ import annotations

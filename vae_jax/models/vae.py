@@ -32,7 +32,7 @@ heads h_m → d (one for μ, one for log σ²), so each head is an encoder of
 widths (D, h_1, …, h_m, d), and that is what Lemma 2.1.1 checks; the decoder
 is checked with Lemma 2.1.2. For `architecture="conv"` the same holds after
 the conv layers with D replaced by the flattened feature size F = H'W'C'
-(see `vae_jax.conv`).
+(see `vae_jax.nn.conv`).
 
 `stochastic=False` gives the deterministic autoencoder of Ch. 2: the encoder
 outputs the code f(x) ∈ ℝ^d only (widths (D, h_1, …, h_m, d)) and there is no
@@ -53,11 +53,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vae_jax import activations as activations_lib
-from vae_jax import autoencoders
-from vae_jax import conv as conv_lib
-from vae_jax import distributions
-from vae_jax import networks
+from vae_jax.nn import activations as activations_lib
+from vae_jax.nn import autoencoders
+from vae_jax.nn import conv as conv_lib
+from vae_jax.models import distributions
+from vae_jax.nn import networks
 
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli")
@@ -81,7 +81,7 @@ class VAE:
   Attributes:
     input_shape: shape of one image; x is given flattened, [prod(input_shape)],
       with values in [0, 1].
-    architecture: "mlp" (dense φ-layers) or "conv" (`vae_jax.conv`).
+    architecture: "mlp" (dense φ-layers) or "conv" (`vae_jax.nn.conv`).
     hidden_widths: the encoder's hidden widths h_1 ≥ … ≥ h_m; the decoder uses
       them reversed.
     latent_dim: d, the dimension of z.

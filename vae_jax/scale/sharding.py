@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
-from vae_jax import data as data_lib
+from vae_jax.datasets import data as data_lib
 
 DATA_AXIS = "data"
 

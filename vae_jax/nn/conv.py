@@ -40,8 +40,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from vae_jax import activations as activations_lib
-from vae_jax import networks
+from vae_jax.nn import activations as activations_lib
+from vae_jax.nn import networks
 
 ConvParams = tuple[jax.Array, jax.Array]      # (kernel [k, k, C_in, C_out], bias [C_out])
 

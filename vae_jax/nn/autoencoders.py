@@ -16,7 +16,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from vae_jax import networks
+from vae_jax.nn import networks
 
 
 def _check_monotone(widths: Sequence[int], lemma: str, shrinking: bool) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ Samples. The k-th latent sample of an example is
 
     z_k = μ(x) + σ(x) ⊙ ε_k,   ε_k ~ N(0, I) drawn from fold_in(key, k),
 
-(`latent_sample`) in every estimator here and in `vae_jax.evaluation`. So for
+(`latent_sample`) in every estimator here and in `vae_jax.inference.evaluation`. So for
 one key the ELBO's sample is the IWAE bound's first sample, the IWAE bound
 with k samples uses the first k samples of the one with k' > k, and the
 importance-sampled log-likelihood does not depend on how it is chunked.
@@ -22,8 +22,8 @@ from numbers import Number
 import jax
 import jax.numpy as jnp
 
-from vae_jax import distributions
-from vae_jax import vae as vae_lib
+from vae_jax.models import distributions
+from vae_jax.models import vae as vae_lib
 
 OBJECTIVES = ("elbo", "iwae", "ae")
 

@@ -24,7 +24,6 @@ Workdir layout:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -35,20 +34,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vae_jax import checkpoints as checkpoints_lib
+from vae_jax.run import checkpoints as checkpoints_lib
+from vae_jax.datasets import splits
+from vae_jax.models import build
 from vae_jax import config as config_lib
-from vae_jax import data as data_lib
-from vae_jax import evaluation
-from vae_jax import image_grid
-from vae_jax import metrics as metrics_lib
-from vae_jax import optimizers
-from vae_jax import sharding
-from vae_jax import training
-from vae_jax import vae as vae_lib
+from vae_jax.datasets import data as data_lib
+from vae_jax.inference import evaluation
+from vae_jax.plots import image_grid
+from vae_jax.run import metrics as metrics_lib
+from vae_jax.run import optimizers
+from vae_jax.scale import sharding
+from vae_jax.run import training
 
-# Fixed key for binarising evaluation splits of dynamically binarised MNIST, so
-# that every run (any seed) is evaluated on the same binary test images.
-EVAL_BINARIZATION_SEED = 2016
 
 
 class TrainingDiverged(RuntimeError):
@@ -57,43 +54,6 @@ class TrainingDiverged(RuntimeError):
 
 class WorkdirError(RuntimeError):
   """The workdir cannot be used (unwritable, or it holds a different run)."""
-
-
-def build_model(config: ml_collections.ConfigDict) -> vae_lib.VAE:
-  """The model spec of `config` (a deterministic autoencoder for objective "ae")."""
-  info = data_lib.dataset_info(config.data.name)
-  model = vae_lib.VAE.from_config(config.model, info.image_shape)
-  return dataclasses.replace(model, stochastic=config.objective.name != "ae")
-
-
-def load_data(config: ml_collections.ConfigDict, split: str) -> data_lib.Split:
-  """A split as in memory (without class data.exclude_label), evaluation splits of dynamic MNIST binarised once."""
-  def load(name):
-    return data_lib.load_split(config.data.name, name, data_dir=config.data.data_dir or None,
-                               raw_data_dir=config.data.raw_data_dir or None)
-
-  loaded = load(split)
-  images, labels = loaded.images, loaded.labels
-  if split == "train" and config.data.train_on_validation:
-    held_out = load("validation")
-    images = np.concatenate([images, held_out.images])
-    labels = None if labels is None else np.concatenate([labels, held_out.labels])
-  if config.data.exclude_label >= 0:
-    if labels is None:
-      raise ValueError(f"config.data.exclude_label={config.data.exclude_label}: {config.data.name}"
-                       " has no labels; use -1 or a labelled dataset.")
-    keep = labels != config.data.exclude_label
-    images, labels = images[keep], labels[keep]
-  if split == "train" and config.data.train_subset:
-    images = images[:config.data.train_subset]
-    labels = None if labels is None else labels[:config.data.train_subset]
-  elif split != "train" and config.eval.num_examples:
-    images = images[:config.eval.num_examples]
-    labels = None if labels is None else labels[:config.eval.num_examples]
-  if split != "train" and data_lib.dataset_info(config.data.name).dynamic_binarization:
-    key = jax.random.PRNGKey(EVAL_BINARIZATION_SEED)
-    images = np.asarray(data_lib.binarize(key, jnp.asarray(images)))
-  return data_lib.Split(images=images, labels=labels)
 
 
 def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -176,9 +136,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.make_mesh()  # all devices of all processes; batches split, state replicated
   sharding.check_batch_size(config.training.batch_size, mesh)
   results_path = os.path.join(workdir, "results.json")
-  model = build_model(config)
+  model = build.build_model(config)
   info = data_lib.dataset_info(config.data.name)
-  train_images = load_data(config, "train").images
+  train_images = splits.load_data(config, "train").images
   steps_per_epoch = data_lib.num_batches(len(train_images), config.training.batch_size)
   total_steps = config.training.num_epochs * steps_per_epoch
   _prepare_workdir(config, workdir)
@@ -205,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_steps = training.jit_train_steps(step_fn)
   writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard)
             if primary else metrics_lib.NullWriter())
-  validation = load_data(config, "validation").images
+  validation = splits.load_data(config, "validation").images
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   progress = _progress_bar(config, int(state.step), total_steps)
 
@@ -257,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
   train_wall_time = time.time() - start
 
-  test = load_data(config, "test").images
+  test = splits.load_data(config, "test").images
   scores = evaluation.evaluate(
       model, state.params, test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
       num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
@@ -276,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       json.dump(results, f, indent=2)
     os.replace(tmp, results_path)
     if config.eval.write_figures:
-      from vae_jax import figures  # pylint: disable=g-import-not-at-top
+      from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
       figures.write_run_figures(config, model, jax.device_get(state.params),
                                 os.path.join(workdir, "figures"), os.path.join(workdir, "metrics.jsonl"))
   store.close()

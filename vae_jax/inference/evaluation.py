@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import data as data_lib
-from vae_jax import objectives
-from vae_jax import sharding
-from vae_jax import vae as vae_lib
+from vae_jax.datasets import data as data_lib
+from vae_jax.inference import objectives
+from vae_jax.scale import sharding
+from vae_jax.models import vae as vae_lib
 
 # `evaluate` runs the importance sampling over at most this many (example,
 # sample) pairs at once: with C = 500 that is 32 examples, [32·500, D] logits.

@@ -49,9 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import checkpoints
-from vae_jax import data as data_lib
-from vae_jax import vae as vae_lib
+from vae_jax.run import checkpoints
+from vae_jax.datasets import data as data_lib
+from vae_jax.models import vae as vae_lib
 
 MAGIC = b"VAEZ"
 FORMAT_VERSION = 1

@@ -16,7 +16,7 @@
 * Active units (Burda et al. 2016): A_j = Var_x(E_q[z_j | x]); a dimension
   with A_j < 0.01 is inactive (its code ignores the image).
 
-Grids are written with `vae_jax.image_grid`.
+Grids are written with `vae_jax.plots.image_grid`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import compression
-from vae_jax import vae as vae_lib
+from vae_jax.applications import compression
+from vae_jax.models import vae as vae_lib
 
 INTERPOLATIONS = ("linear", "spherical")
 

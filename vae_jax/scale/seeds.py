@@ -6,7 +6,7 @@ array shape unchanged, so that they can live side by side on a leading axis:
 * `seed`: θ's initialisation, the data order and every sampling draw;
 * `objective.beta`: β lives in `TrainState.beta`, a traced value;
 * `optimizer.learning_rate` (constant schedule only): η lives in the state of
-  `optax.inject_hyperparams` (see `vae_jax.optimizers`).
+  `optax.inject_hyperparams` (see `vae_jax.run.optimizers`).
 
 Member i starts from `training.init_state(model, optimizer, seed_i, β_i)` with
 η_i written into its optimizer state, and in epoch e takes the batches
@@ -31,11 +31,13 @@ import ml_collections
 import numpy as np
 import optax
 
+from vae_jax.models import build
+from vae_jax.datasets import splits
 from vae_jax import config as config_lib
-from vae_jax import data as data_lib
-from vae_jax import evaluation
-from vae_jax import optimizers
-from vae_jax import training
+from vae_jax.datasets import data as data_lib
+from vae_jax.inference import evaluation
+from vae_jax.run import optimizers
+from vae_jax.run import training
 
 MEMBER_FIELDS = ("seed", "objective.beta", "optimizer.learning_rate")
 MEMBER_AXIS = "members"   # the vmap axis name; build step_fn with member_axis=MEMBER_AXIS
@@ -126,11 +128,10 @@ def train(config: ml_collections.ConfigDict, members: Sequence[dict]
     (the members' final states, stacked; the train measurements as arrays
     [members, steps], e.g. "loss", "kl", "finite").
   """
-  from vae_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   values = member_values(config, members)
   config_lib.validate(config)
-  model = train_lib.build_model(config)
-  images = train_lib.load_data(config, "train").images
+  model = build.build_model(config)
+  images = splits.load_data(config, "train").images
   steps_per_epoch = data_lib.num_batches(len(images), config.training.batch_size)
   optimizer = optimizers.make_optimizer(
       config.optimizer, config.training.num_epochs * steps_per_epoch)
@@ -156,9 +157,8 @@ def train(config: ml_collections.ConfigDict, members: Sequence[dict]
 def evaluate(config: ml_collections.ConfigDict, states: training.TrainState,
              split: str = "test", num_samples: int | None = None) -> list[dict]:
   """`evaluation.evaluate` of each member on `split`, with key fold_in(member's state key, 2)."""
-  from vae_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  model = train_lib.build_model(config)
-  images = train_lib.load_data(config, split).images
+  model = build.build_model(config)
+  images = splits.load_data(config, split).images
   results = []
   for i in range(states.step.shape[0]):
     state = member_state(states, i)

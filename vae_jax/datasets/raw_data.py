@@ -1,4 +1,4 @@
-"""TFDS preparation, raw-file checks and the on-disk npz cache behind `vae_jax.data`.
+"""TFDS preparation, raw-file checks and the on-disk npz cache behind `vae_jax.datasets.data`.
 
 This module is the only part of `vae_jax` that talks to tensorflow-datasets and
 TensorFlow. Both are imported lazily: a process that finds the npz cache never

@@ -28,7 +28,7 @@ from typing import Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from vae_jax import activations as activations_lib
+from vae_jax.nn import activations as activations_lib
 
 LayerParams = tuple[jax.Array, jax.Array]     # θ_i = (W_i, b_i)
 Params = list[LayerParams]                    # θ = (θ_1, …, θ_L)

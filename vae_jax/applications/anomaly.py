@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import evaluation
-from vae_jax import objectives
-from vae_jax import vae as vae_lib
+from vae_jax.inference import evaluation
+from vae_jax.inference import objectives
+from vae_jax.models import vae as vae_lib
 
 
 def average_ranks(values) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Uses of a trained model: compression, features for ML models, generation, anomaly scores."""

@@ -1,0 +1,1 @@
+"""Objectives (ELBO, k-sample bounds, gradient estimators) and evaluation (log-likelihood estimates)."""

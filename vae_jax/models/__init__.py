@@ -1,0 +1,1 @@
+"""The VAE's parts (posteriors, priors, likelihoods, stochastic layers) and the models built from them."""
