@@ -57,12 +57,8 @@ def step_function(config) -> tuple[Callable, training.TrainState]:
   """(`make_step_fn` of the config, the initial state), as `train_and_evaluate` builds them."""
   model = build.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps=10 ** 6)
-  step_fn = training.make_step_fn(
-      model, optimizer, objective=config.objective.name,
-      num_samples=config.objective.num_samples,
-      kl_warmup_steps=config.objective.kl_warmup_steps,
-      dynamic_binarization=config.data.name == "dynamic_binarized_mnist")
-  return step_fn, training.init_state(model, optimizer, config.seed, config.objective.beta)
+  step_fn = training.step_fn_from_config(config, model, optimizer)
+  return step_fn, training.state_from_config(config, model, optimizer)
 
 
 def random_batches(num_steps: int, batch_size: int, seed: int = 0) -> np.ndarray:

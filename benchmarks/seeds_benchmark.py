@@ -61,10 +61,7 @@ def main(argv):
   config = _CONFIG.value
   model = build.build_model(config)
   optimizer = optimizers.make_optimizer(config.optimizer, 10 ** 6)
-  make_step_fn = functools.partial(
-      training.make_step_fn, model, optimizer, objective=config.objective.name,
-      num_samples=config.objective.num_samples,
-      dynamic_binarization=data.dataset_info(config.data.name).dynamic_binarization)
+  make_step_fn = functools.partial(training.step_fn_from_config, config, model, optimizer)
   images = np.random.default_rng(0).uniform(size=(_EXAMPLES.value, 784)).astype(np.float32)
   device_images = jax.device_put(images)
   steps, batch = _STEPS.value, _BATCH.value or config.training.batch_size

@@ -28,8 +28,7 @@ def test_chunked_estimate_equals_the_unchunked_one(setup):
 
   @jax.jit
   def run(x):
-    mu, log_var = MODEL.encode(params, x)
-    log_w = objectives.importance_log_weights(MODEL, params, x, mu, log_var, key, jnp.arange(50))
+    log_w = objectives.importance_log_weights(MODEL, params, x, key, jnp.arange(50))
     unchunked = jax.nn.logsumexp(log_w) - math.log(50)
     chunked = [evaluation.log_likelihood_estimate(MODEL, params, x, key, 50, chunk)
                for chunk in (7, 10, 50, 80)]     # 7: a padded last chunk; 80: clamped to 50

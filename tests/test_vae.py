@@ -47,7 +47,7 @@ def test_from_config_builds_the_model():
      r"gaussian_learned, continuous_bernoulli"),
     (dict(architecture="rnn"), r"model\.architecture='rnn' is unknown; choose one of mlp, conv"),
     (dict(activation="swish2"), r"model\.activation='swish2' is invalid: unknown activation"),
-    (dict(gaussian_scale=0.0), r"model\.gaussian_scale must be a number > 0"),
+    (dict(gaussian_scale=0.0), r"model\.gaussian_scale must be a finite number > 0"),
     (dict(architecture="conv", conv_channels=(2, 4, 8)), r"divisible by 8"),
     (dict(latent_dims=3), r"unknown field\(s\) latent_dims; valid fields:"),
 ])

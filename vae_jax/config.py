@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 OBJECTIVES = ("elbo", "iwae", "ae")
+ESTIMATORS = ("reparam", "stl", "dreg")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 NAN_POLICIES = ("stop", "skip")
@@ -39,12 +40,20 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.likelihood = "bernoulli"  # bernoulli | gaussian | gaussian_learned | continuous_bernoulli
   config.model.gaussian_scale = 0.1
   config.model.conv_channels = (32, 64)
+  config.model.upper_latent_dims = ()     # (d₂, …, d_L) of stochastic layers above z₁; () = one layer
+  config.model.upper_hidden_widths = ()   # hidden widths of every network between two stochastic layers
+  config.model.prior = "standard_normal"  # standard_normal | mixture | vampprior (on the top latent)
+  config.model.prior_components = 500     # K of the mixture / VampPrior pseudo-inputs
+  config.model.flow = "none"              # none | planar | iaf (on q(z₁|x))
+  config.model.flow_length = 0            # number of flow steps
+  config.model.flow_hidden_widths = (320, 320)  # hidden widths of each IAF step's MADE
 
   config.objective = ml_collections.ConfigDict()
   config.objective.name = "elbo"      # elbo | iwae | ae
   config.objective.num_samples = 1    # k of the IWAE bound
   config.objective.beta = 1.0         # β-VAE weight of the KL term
   config.objective.kl_warmup_steps = 0
+  config.objective.estimator = "reparam"  # reparam | stl | dreg (gradient estimator of the encoder)
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adam"
@@ -69,6 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.training.keep_checkpoints_every_steps = 0  # >0: also keep every checkpoint at a multiple of this step (curves over training)
   config.training.eval_every_epochs = 1
   config.training.nan_policy = "stop"     # stop | skip
+  config.training.ema_decay = 0.0         # >0: keep an exponential moving average of θ (evaluated, checkpointed)
   config.training.progress_bar = True
   config.training.tensorboard = True
 
@@ -120,6 +130,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail("objective.num_samples", config.objective.num_samples, "k must be ≥ 1", "use k=1 for the ELBO")
   if config.objective.beta < 0:
     _fail("objective.beta", config.objective.beta, "β must be ≥ 0", "use β=1 for the ELBO")
+  if config.objective.estimator not in ESTIMATORS:
+    _fail("objective.estimator", config.objective.estimator, "unknown estimator", f"choose one of {', '.join(ESTIMATORS)}")
+  if not 0.0 <= config.training.ema_decay < 1.0:
+    _fail("training.ema_decay", config.training.ema_decay, "must be in [0, 1)", "use e.g. 0.999, or 0 to disable the average")
   if config.objective.kl_warmup_steps < 0:
     _fail("objective.kl_warmup_steps", config.objective.kl_warmup_steps, "must be ≥ 0", "use 0 for no warm-up")
   if config.optimizer.name not in OPTIMIZERS:

@@ -10,7 +10,7 @@ which is the IWAE bound L_K; E[log p̂(x)] ≤ log p_θ(x), increases with K and
 tends to log p_θ(x). K = 5000 is the customary value. The samples are
 processed in chunks of C with a running logsumexp, so memory is O(C·D) per
 example whatever K is; sample k always uses ε_k from fold_in(key, k)
-(`objectives.latent_sample`), so the estimate does not depend on C.
+(`objectives.draw_latents`), so the estimate does not depend on C.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ _SAMPLES_PER_STEP = 2 ** 14
 
 def log_likelihood_estimate(model: vae_lib.VAE, params: dict, x: jax.Array,
                             key: jax.Array, num_samples: int = 5000,
-                            chunk_size: int = 500) -> jax.Array:
-  """log p̂(x) = logsumexp_k(log p_θ(x, z_k) − log q_φ(z_k|x)) − log K for one x.
+                            chunk_size: int = 500, prior_params: dict | None = None) -> jax.Array:
+  """log p̂(x) = logsumexp_k(log p(x, z_k) − log q(z_k|x)) − log K for one x.
 
   The K samples are drawn in ⌈K/C⌉ chunks of C (the last one padded and its
   padding masked out) inside a `lax.scan` that keeps the running logsumexp
-  r ← logaddexp(r, logsumexp(chunk)).
+  r ← logaddexp(r, logsumexp(chunk)). Works for every model family: the
+  weights come from the model's chain (`objectives.chain_terms`).
 
   Args:
     model: the VAE (stochastic).
@@ -48,9 +49,10 @@ def log_likelihood_estimate(model: vae_lib.VAE, params: dict, x: jax.Array,
     key: the example's key; sample k uses fold_in(key, k).
     num_samples: K (a Python int ≥ 1).
     chunk_size: C (a Python int ≥ 1; min(C, K) is used).
+    prior_params: `model.prior_params(params)`, computed here if not given.
 
   Returns:
-    The scalar estimate log p̂(x) (a lower bound on log p_θ(x) in expectation).
+    The scalar estimate log p̂(x) (a lower bound on log p(x) in expectation).
   """
   if not isinstance(num_samples, int) or num_samples < 1:
     raise ValueError(f"num_samples must be a Python int ≥ 1, got {num_samples!r}.")
@@ -60,15 +62,19 @@ def log_likelihood_estimate(model: vae_lib.VAE, params: dict, x: jax.Array,
     raise ValueError("a deterministic autoencoder (stochastic=False) has no log p(x) estimate.")
   chunk_size = min(chunk_size, num_samples)
   num_chunks = -(-num_samples // chunk_size)
-  mu, log_var = model.encode(params, x)
+  stats = model.encode(params, x)
+  if prior_params is None:
+    prior_params = model.prior_params(params)
 
   def step(running, chunk):
     indices = chunk * chunk_size + jnp.arange(chunk_size)
-    log_w = objectives.importance_log_weights(model, params, x, mu, log_var, key, indices)
-    log_w = jnp.where(indices < num_samples, log_w, -jnp.inf)
+    latents = objectives.draw_latents(model, params, stats, key, indices)
+    log_px_given_z, log_pz, log_qz = objectives.chain_terms(
+        model, params, params, x, stats, latents, prior_params)
+    log_w = jnp.where(indices < num_samples, log_px_given_z + log_pz - log_qz, -jnp.inf)
     return jnp.logaddexp(running, jax.nn.logsumexp(log_w)), None
 
-  start = jnp.full((), -jnp.inf, mu.dtype)
+  start = jnp.full((), -jnp.inf, stats[0].dtype)
   total, _ = jax.lax.scan(step, start, jnp.arange(num_chunks))
   return total - math.log(num_samples)
 
@@ -89,9 +95,10 @@ def _evaluate_batch(model: vae_lib.VAE, params: dict, batch: jax.Array, start: j
   out = {"elbo": metrics["elbo"], "recon": metrics["recon"], "kl": metrics["kl"]}
   if num_samples:
     examples_per_step = max(1, _SAMPLES_PER_STEP // min(chunk_size, num_samples))
+    prior_params = model.prior_params(params)
     out["log_px"] = jax.lax.map(
         lambda args: log_likelihood_estimate(model, params, args[0], args[1],
-                                             num_samples, chunk_size),
+                                             num_samples, chunk_size, prior_params),
         (batch, is_keys), batch_size=min(examples_per_step, batch.shape[0]))
   return out
 

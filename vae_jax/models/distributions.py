@@ -169,3 +169,19 @@ def continuous_bernoulli_mean(logits: jax.Array) -> jax.Array:
   direct = -1.0 / jnp.expm1(-safe) - 1.0 / safe
   taylor = 0.5 + logits * (1.0 / 12.0 - jnp.square(logits) / 720.0)
   return jnp.where(small, taylor, direct)
+
+
+def gaussian_mixture_log_prob(z: jax.Array, log_weights: jax.Array, means: jax.Array,
+                              log_vars: jax.Array) -> jax.Array:
+  """log Σ_k π_k N(z; μ_k, diag σ²_k) of one point z, by a logsumexp over the K components.
+
+  Args:
+    z: the point, [d].
+    log_weights: log π_k, [K] (normalised: logsumexp = 0).
+    means: μ_k, [K, d].
+    log_vars: log σ²_k, [K, d].
+
+  Returns:
+    The scalar log density.
+  """
+  return jax.nn.logsumexp(log_weights + gaussian_log_prob(z[None, :], means, log_vars))

@@ -1,77 +1,83 @@
-"""The variational autoencoder: encoder q_φ(z|x), prior p(z), decoder p_θ(x|z).
+"""The variational autoencoder as a chain of parts.
 
-The generative model is
+The generative model with L stochastic layers is
 
-    z ~ p(z) = N(0, I_d),        x | z ~ p_θ(x|z) = ∏_{j=1}^D p(x_j | g_θ(z)_j),
+    p(x, z) = p(x|z₁) p(z₁|z₂) ⋯ p(z_{L−1}|z_L) p(z_L),
 
-with g_θ a decoder network (Lemma 2.1.2 widths) and the pixel likelihood one of
+and the approximate posterior the chain
 
-* "bernoulli":            x_j ~ Bern(sigmoid(ℓ_j)), ℓ = g_θ(z) the logits
-                          (binarised data);
-* "gaussian":             x_j ~ N(m_j, σ²), m = g_θ(z), σ = `gaussian_scale`
-                          fixed;
-* "gaussian_learned":     x_j ~ N(m_j, σ_j²), one learned log σ_j per pixel
-                          (params["log_scale"], floored at `MIN_LOG_SCALE`);
-* "continuous_bernoulli": x_j ~ CB(sigmoid(ℓ_j)), a normalised density on
-                          [0, 1] (grey-valued data).
+    q(z|x) = q(z₁|x) q(z₂|z₁) ⋯ q(z_L|z_{L−1}),
 
-The approximate posterior (the probabilistic encoder) is
+(Burda et al. 2016, Sec. 5, for L = 2). Each factor is a part, a pure
+function of its own parameter pytree, written for one example (batch with
+`jax.vmap`):
 
-    q_φ(z|x) = N(μ(x), diag σ²(x)),   (μ(x), log σ²(x)) = f_φ(x) ∈ ℝ^{2d},
+* q(z₁|x): a `GaussianLayer` whose network is an MLP or conv φ-network,
+  optionally followed by a normalising flow (`vae_jax.models.flows`);
+* q(z_{l+1}|z_l) and p(z_l|z_{l+1}): `GaussianLayer`s;
+* p(z_L): a prior from `vae_jax.models.priors` (standard normal, mixture of
+  Gaussians, VampPrior);
+* p(x|z₁): a decoder network g_θ (MLP or conv) and a pixel `Likelihood`.
 
-with f_φ an encoder network whose last layer is affine. We parameterise the
-*log-variance* log σ² (not σ, not a softplus scale): it ranges over all of ℝ,
-so the affine head needs no constraint, and both the KL term and log q are
-simple in it. The reparameterisation z = μ + σ ⊙ ε, ε ~ N(0, I), σ = exp(½ log σ²)
-makes z a differentiable function of φ for a fixed ε.
+Widths. With D = prod(input_shape) (or F, the conv features) and hidden
+widths (h_1, …, h_m), q(z₁|x) has (D, h_1, …, h_m, 2d₁) and p(x|z₁) the
+network (d₁, h_m, …, h_1, D); an upper layer with hidden widths
+(u_1, …, u_n) has (d_l, u_1, …, u_n, 2d_{l+1}) in q and
+(d_{l+1}, u_n, …, u_1, 2d_l) in p. Each posterior head (…, d) is checked with
+Lemma 2.1.1 and each generative network with Lemma 2.1.2.
 
-Widths. With input dimension D = prod(input_shape) and hidden widths
-(h_1, …, h_m), the encoder has widths (D, h_1, …, h_m, 2d) and the decoder
-(d, h_m, …, h_1, D). The encoder's last layer h_m → 2d is two stacked affine
-heads h_m → d (one for μ, one for log σ²), so each head is an encoder of
-widths (D, h_1, …, h_m, d), and that is what Lemma 2.1.1 checks; the decoder
-is checked with Lemma 2.1.2. For `architecture="conv"` the same holds after
-the conv layers with D replaced by the flattened feature size F = H'W'C'
-(see `vae_jax.nn.conv`).
-
-`stochastic=False` gives the deterministic autoencoder of Ch. 2: the encoder
-outputs the code f(x) ∈ ℝ^d only (widths (D, h_1, …, h_m, d)) and there is no
-q(z|x); it is trained with `objectives.autoencoder_loss`.
+The objectives and the log-likelihood estimate (`vae_jax.inference`) see
+only three methods: `prior_params` (once per batch), `sample_latents` (the
+reparameterised path z(ε)) and `log_p`/`log_q` of the whole chain; they never
+branch on the family. `stochastic=False` gives the deterministic autoencoder
+of Ch. 2 (the encoder outputs the code f(x) only).
 
 The model is a frozen dataclass: hashable, so it can be a static argument or a
-closed-over constant of `jax.jit`. It holds no parameters; every method is a
-pure function of an explicit parameter pytree and works on *one* example
-(batch with `jax.vmap`).
+closed-over constant of `jax.jit`. It holds no parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from vae_jax.models import flows as flows_lib
+from vae_jax.models import gaussian_layers
+from vae_jax.models import likelihoods
+from vae_jax.models import priors as priors_lib
 from vae_jax.nn import activations as activations_lib
 from vae_jax.nn import autoencoders
 from vae_jax.nn import conv as conv_lib
-from vae_jax.models import distributions
 from vae_jax.nn import networks
 
 ARCHITECTURES = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "continuous_bernoulli")
-# log σ of the learned-variance Gaussian decoder is clipped below at this value
-# (σ ≥ e^{-5} ≈ 0.0067): pixels that are constant in the data (MNIST's border)
-# would otherwise drive σ → 0 and the likelihood to +∞.
-MIN_LOG_SCALE = -5.0
+LIKELIHOODS = likelihoods.KINDS
+MIN_LOG_SCALE = likelihoods.MIN_LOG_SCALE
 
 _FIELDS = ("architecture", "hidden_widths", "latent_dim", "activation", "likelihood",
-           "gaussian_scale", "conv_channels", "stochastic")
+           "gaussian_scale", "conv_channels", "stochastic", "upper_latent_dims",
+           "upper_hidden_widths", "prior", "prior_components", "flow", "flow_length",
+           "flow_hidden_widths")
+
+
+class Latents(NamedTuple):
+  """One draw of the posterior chain: z₀ (before the flow), (z₁, …, z_L), log|det| of the flow."""
+  z0: jax.Array
+  zs: tuple
+  log_det: jax.Array
 
 
 def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _widths_error(what: str, widths: tuple, error: Exception) -> ValueError:
+  return ValueError(f"{what} give widths {widths}: {error}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,17 +85,24 @@ class VAE:
   """Specification of a VAE (or, with stochastic=False, a deterministic AE).
 
   Attributes:
-    input_shape: shape of one image; x is given flattened, [prod(input_shape)],
-      with values in [0, 1].
-    architecture: "mlp" (dense φ-layers) or "conv" (`vae_jax.nn.conv`).
-    hidden_widths: the encoder's hidden widths h_1 ≥ … ≥ h_m; the decoder uses
-      them reversed.
-    latent_dim: d, the dimension of z.
+    input_shape: shape of one image; x is given flattened, [prod(input_shape)].
+    architecture: "mlp" (dense φ-layers) or "conv" (`vae_jax.nn.conv`) for
+      q(z₁|x) and p(x|z₁).
+    hidden_widths: hidden widths h_1 ≥ … ≥ h_m of q(z₁|x); p(x|z₁) uses them
+      reversed.
+    latent_dim: d₁, the dimension of z₁.
     activation: φ of every hidden layer (a registered name or a callable).
-    likelihood: the decoder's pixel distribution, one of `LIKELIHOODS`.
-    gaussian_scale: σ of the fixed-variance Gaussian decoder.
+    likelihood: the pixel distribution, one of `LIKELIHOODS`.
+    gaussian_scale: σ of the fixed-variance Gaussian likelihood.
     conv_channels: channels of the conv layers (architecture "conv").
     stochastic: False for the deterministic autoencoder of Ch. 2.
+    upper_latent_dims: (d₂, …, d_L) of the stochastic layers above z₁; () for one layer.
+    upper_hidden_widths: hidden widths of every network between two stochastic layers.
+    prior: p(z_L), one of `priors.KINDS`.
+    prior_components: K of the mixture / VampPrior.
+    flow: the flow on q(z₁|x), one of `flows.KINDS`.
+    flow_length: its number of steps.
+    flow_hidden_widths: the hidden widths of each IAF step's MADE.
   """
   input_shape: tuple = (28, 28, 1)
   architecture: str = "mlp"
@@ -100,9 +113,17 @@ class VAE:
   gaussian_scale: float = 0.1
   conv_channels: tuple = (32, 64)
   stochastic: bool = True
+  upper_latent_dims: tuple = ()
+  upper_hidden_widths: tuple = ()
+  prior: str = "standard_normal"
+  prior_components: int = 500
+  flow: str = "none"
+  flow_length: int = 0
+  flow_hidden_widths: tuple = (320, 320)
 
   def __post_init__(self):
-    for name in ("input_shape", "hidden_widths", "conv_channels"):
+    for name in ("input_shape", "hidden_widths", "conv_channels", "upper_latent_dims",
+                 "upper_hidden_widths", "flow_hidden_widths"):
       value = getattr(self, name)
       if isinstance(value, (list, tuple)):
         object.__setattr__(self, name, tuple(value))
@@ -114,51 +135,61 @@ class VAE:
       raise ValueError(
           f"model.architecture={self.architecture!r} is unknown; choose one of"
           f" {', '.join(ARCHITECTURES)}.")
-    if self.likelihood not in LIKELIHOODS:
-      raise ValueError(
-          f"model.likelihood={self.likelihood!r} is unknown; choose one of"
-          f" {', '.join(LIKELIHOODS)}.")
+    likelihoods.Likelihood(self.likelihood, 1, 1.0)   # checks the kind
     try:
       activations_lib.get(self.activation)
     except ValueError as e:
       raise ValueError(f"model.activation={self.activation!r} is invalid: {e}") from None
     if not isinstance(self.stochastic, bool):
       raise ValueError(f"model.stochastic must be True or False, got {self.stochastic!r}.")
-    if not (isinstance(self.gaussian_scale, (int, float)) and self.gaussian_scale > 0):
-      raise ValueError(f"model.gaussian_scale must be a number > 0, got {self.gaussian_scale!r}.")
+    if not (isinstance(self.gaussian_scale, (int, float)) and math.isfinite(self.gaussian_scale)
+            and self.gaussian_scale > 0):
+      raise ValueError(f"model.gaussian_scale must be a finite number > 0, got {self.gaussian_scale!r}.")
     if not self.input_shape or any(not _is_int(d) or d < 1 for d in self.input_shape):
       raise ValueError(f"input_shape must hold positive integers, got {self.input_shape}.")
     if self.architecture == "conv":
       conv_lib.check_input_shape(self.input_shape, self.conv_channels)
-    if any(not _is_int(h) or h < 1 for h in self.hidden_widths):
-      raise ValueError(
-          f"model.hidden_widths must hold positive integers, got {self.hidden_widths}.")
+    for name in ("hidden_widths", "upper_latent_dims", "upper_hidden_widths", "flow_hidden_widths"):
+      if any(not _is_int(h) or h < 1 for h in getattr(self, name)):
+        raise ValueError(f"model.{name} must hold positive integers, got {getattr(self, name)}.")
+    if not self.stochastic:
+      extras = [f"{name}={getattr(self, name)!r}" for name, default in
+                (("upper_latent_dims", ()), ("prior", "standard_normal"), ("flow", "none"))
+                if getattr(self, name) != default]
+      if extras:
+        raise ValueError(
+            f"model.{extras[0]}: a deterministic autoencoder (objective 'ae') has no latent"
+            " distribution; drop it or train a VAE (objective 'elbo' or 'iwae').")
+    self._check_widths()
+    priors_lib.make(self.prior, self.top_latent_dim, self.prior_components, self.data_dim)
+    flows_lib.make(self.flow, self.latent_dim, self.flow_length, self.flow_hidden_widths,
+                   self.activation)
+
+  def _check_widths(self) -> None:
     head = (self.feature_dim, *self.hidden_widths, self.latent_dim)
     try:
       autoencoders.check_encoder_widths(head)
     except ValueError as e:
-      raise ValueError(
-          f"model.hidden_widths={self.hidden_widths} with latent_dim={self.latent_dim}"
-          f" give encoder widths {head}: {e}") from None
+      raise _widths_error(f"model.hidden_widths={self.hidden_widths} with latent_dim="
+                          f"{self.latent_dim}", head, e) from None
     try:
       autoencoders.check_decoder_widths(self.decoder_widths)
     except ValueError as e:
-      raise ValueError(
-          f"model.hidden_widths={self.hidden_widths} with latent_dim={self.latent_dim}"
-          f" give decoder widths {self.decoder_widths}: {e}") from None
+      raise _widths_error(f"model.hidden_widths={self.hidden_widths} with latent_dim="
+                          f"{self.latent_dim}", self.decoder_widths, e) from None
+    for layer, role in [(q, "encoder") for q in self.upper_posteriors] + [
+        (p, "decoder") for p in self.conditional_priors]:
+      try:
+        layer.check_widths(role)
+      except ValueError as e:
+        raise _widths_error(
+            f"model.upper_hidden_widths={self.upper_hidden_widths} with latent dims"
+            f" {self.latent_dims} ({'q' if role == 'encoder' else 'p'} layer)",
+            (layer.input_dim, *layer.hidden_widths, layer.latent_dim), e) from None
 
   @classmethod
   def from_config(cls, model_config, input_shape) -> "VAE":
     """Builds and validates a VAE from a config (an `ml_collections.ConfigDict`).
-
-    Args:
-      model_config: a mapping with some of the fields architecture,
-        hidden_widths, latent_dim, activation, likelihood, gaussian_scale,
-        conv_channels, stochastic (missing ones take the defaults).
-      input_shape: shape of one image, e.g. (28, 28, 1).
-
-    Returns:
-      The VAE.
 
     Raises:
       ValueError: a one-line message naming the bad field, its value and the
@@ -170,9 +201,9 @@ class VAE:
       raise ValueError(
           f"model config has unknown field(s) {', '.join(unknown)}; valid fields:"
           f" {', '.join(_FIELDS)}.")
-    for name in ("hidden_widths", "conv_channels"):
-      if name in values and isinstance(values[name], list):
-        values[name] = tuple(values[name])
+    for name, value in values.items():
+      if isinstance(value, list):
+        values[name] = tuple(value)
     return cls(input_shape=tuple(input_shape), **values)
 
   # -- shapes ----------------------------------------------------------------
@@ -190,108 +221,116 @@ class VAE:
     return self.data_dim
 
   @property
+  def latent_dims(self) -> tuple:
+    """(d₁, …, d_L)."""
+    return (self.latent_dim, *self.upper_latent_dims)
+
+  @property
+  def top_latent_dim(self) -> int:
+    """d_L, the dimension of the prior's latent."""
+    return self.latent_dims[-1]
+
+  @property
   def encoder_widths(self) -> tuple:
-    """Dense widths of the encoder: (D or F, *hidden, 2d), or (…, d) if deterministic."""
-    out = 2 * self.latent_dim if self.stochastic else self.latent_dim
-    return (self.feature_dim, *self.hidden_widths, out)
+    """Dense widths of q(z₁|x): (D or F, *hidden, 2d₁), or (…, d₁) if deterministic."""
+    return self.posterior.widths
 
   @property
   def decoder_widths(self) -> tuple:
-    """Dense widths of the decoder: (d, *reversed(hidden), D or F)."""
+    """Dense widths of p(x|z₁): (d₁, *reversed(hidden), D or F)."""
     return (self.latent_dim, *reversed(self.hidden_widths), self.feature_dim)
+
+  # -- parts -------------------------------------------------------------------
+
+  @functools.cached_property
+  def posterior(self) -> gaussian_layers.GaussianLayer:
+    """q(z₁|x) before the flow (for stochastic=False: the code network, one head)."""
+    conv = self.architecture == "conv"
+    return gaussian_layers.GaussianLayer(
+        self.data_dim, self.hidden_widths, self.latent_dim, self.activation,
+        input_shape=self.input_shape if conv else (),
+        conv_channels=self.conv_channels if conv else (), heads=2 if self.stochastic else 1)
+
+  @functools.cached_property
+  def upper_posteriors(self) -> tuple:
+    """q(z_{l+1}|z_l) for l = 1, …, L−1."""
+    return tuple(gaussian_layers.GaussianLayer(d_in, self.upper_hidden_widths, d_out, self.activation)
+                 for d_in, d_out in zip(self.latent_dims[:-1], self.latent_dims[1:]))
+
+  @functools.cached_property
+  def conditional_priors(self) -> tuple:
+    """p(z_l|z_{l+1}) for l = 1, …, L−1."""
+    widths = tuple(reversed(self.upper_hidden_widths))
+    return tuple(gaussian_layers.GaussianLayer(d_in, widths, d_out, self.activation)
+                 for d_in, d_out in zip(self.latent_dims[1:], self.latent_dims[:-1]))
+
+  @functools.cached_property
+  def pixel_likelihood(self) -> likelihoods.Likelihood:
+    return likelihoods.Likelihood(self.likelihood, self.data_dim, self.gaussian_scale)
+
+  @functools.cached_property
+  def prior_part(self):
+    return priors_lib.make(self.prior, self.top_latent_dim, self.prior_components, self.data_dim)
+
+  @functools.cached_property
+  def flow_part(self):
+    return flows_lib.make(self.flow, self.latent_dim, self.flow_length, self.flow_hidden_widths,
+                          self.activation)
+
+  @property
+  def has_analytic_kl(self) -> bool:
+    """KL(q(z|x) ‖ p(z)) has a closed form: one Gaussian layer, no flow, standard normal prior."""
+    return (not self.upper_latent_dims and self.flow == "none"
+            and self.prior == "standard_normal")
 
   # -- parameters ------------------------------------------------------------
 
   def init(self, key: jax.Array) -> dict:
     """Initial parameters.
 
-    Args:
-      key: a `jax.random` key.
-
     Returns:
-      {"encoder": θ_enc, "decoder": θ_dec} (+ "log_scale": zeros [D], i.e.
-      σ = 1, for "gaussian_learned"). For "mlp" θ_enc, θ_dec are lists of
-      (W, b); for "conv" see `conv.init_conv_encoder` / `init_conv_decoder`.
+      {"encoder": θ of q(z₁|x), "decoder": θ of p(x|z₁)}, plus "log_scale"
+      (learned Gaussian likelihood), "upper" (a list of {"encoder": θ of
+      q(z_{l+1}|z_l), "decoder": θ of p(z_l|z_{l+1})}), "prior" (a learned
+      prior) and "flow" where the model has them.
     """
-    encoder_key, decoder_key = jax.random.split(key)
+    keys = jax.random.split(key, 6)
+    params = {"encoder": self.posterior.init(keys[0])}
     if self.architecture == "conv":
-      widths = self.encoder_widths
-      params = {
-          "encoder": conv_lib.init_conv_encoder(
-              encoder_key, self.input_shape, self.conv_channels, self.hidden_widths,
-              widths[-1], self.activation),
-          "decoder": conv_lib.init_conv_decoder(
-              decoder_key, self.latent_dim, self.input_shape, self.conv_channels,
-              self.hidden_widths, self.activation),
-      }
+      params["decoder"] = conv_lib.init_conv_decoder(
+          keys[1], self.latent_dim, self.input_shape, self.conv_channels, self.hidden_widths,
+          self.activation)
     else:
-      params = {
-          "encoder": networks.init(
-              encoder_key, self.encoder_widths,
-              networks.mlp_activations(self.activation, len(self.encoder_widths) - 1)),
-          "decoder": networks.init(
-              decoder_key, self.decoder_widths,
-              networks.mlp_activations(self.activation, len(self.decoder_widths) - 1)),
-      }
-    if self.likelihood == "gaussian_learned":
-      params["log_scale"] = jnp.zeros((self.data_dim,), jnp.float32)
+      params["decoder"] = networks.init(
+          keys[1], self.decoder_widths,
+          networks.mlp_activations(self.activation, len(self.decoder_widths) - 1))
+    params.update(self.pixel_likelihood.init(keys[2]))
+    if self.upper_latent_dims:
+      layer_keys = jax.random.split(keys[3], 2 * len(self.upper_posteriors))
+      params["upper"] = [{"encoder": q.init(layer_keys[2 * i]), "decoder": p.init(layer_keys[2 * i + 1])}
+                         for i, (q, p) in enumerate(zip(self.upper_posteriors, self.conditional_priors))]
+    if self.stochastic and self.prior != "standard_normal":
+      params["prior"] = self.prior_part.init(keys[4])
+    if self.flow_part is not None:
+      params["flow"] = self.flow_part.init(keys[5])
     return params
 
   # -- encoder and decoder ---------------------------------------------------
 
-  def _encoder_output(self, params: dict, x: jax.Array) -> jax.Array:
-    if self.architecture == "conv":
-      return conv_lib.conv_encoder(params["encoder"], x.reshape(self.input_shape),
-                                   self.activation)
-    theta = params["encoder"]
-    return networks.network(theta, x, networks.mlp_activations(self.activation, len(theta)))
-
-  def encode(self, params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """q_φ(z|x) = N(μ(x), diag σ²(x)) of one example.
-
-    The encoder's last (affine) layer outputs 2d numbers: the first d are μ,
-    the last d are log σ² (log-variance parameterisation).
-
-    Args:
-      params: the model's parameters.
-      x: one flattened example, [D].
-
-    Returns:
-      (μ, log σ²), each [d].
-
-    Raises:
-      ValueError: for a deterministic model (use `code`).
-    """
+  def encode(self, params: dict, x: jax.Array) -> gaussian_layers.Stats:
+    """(μ(x), log σ²(x)) of q(z₁|x) (before any flow) for one example x [D]."""
     if not self.stochastic:
       raise ValueError(
           "a deterministic autoencoder (stochastic=False) has no q(z|x);"
           " use model.code(params, x).")
-    out = self._encoder_output(params, x)
-    return out[:self.latent_dim], out[self.latent_dim:]
+    return self.posterior.stats(params["encoder"], x)
 
   def code(self, params: dict, x: jax.Array) -> jax.Array:
-    """The code of one example: μ(x) for a VAE, f(x) for the deterministic AE.
-
-    Args:
-      params: the model's parameters.
-      x: one flattened example, [D].
-
-    Returns:
-      The code, [d].
-    """
-    return self._encoder_output(params, x)[:self.latent_dim]
+    """The code of one example: μ₁(x) for a VAE, f(x) for the deterministic AE, [d₁]."""
+    return self.posterior.stats(params["encoder"], x)[0]
 
   def decode(self, params: dict, z: jax.Array) -> jax.Array:
-    """The decoder's output g_θ(z) for one latent.
-
-    Args:
-      params: the model's parameters.
-      z: one latent, [d].
-
-    Returns:
-      [D]: logits ℓ for "bernoulli" and "continuous_bernoulli", the mean m for
-      the Gaussian likelihoods.
-    """
+    """g_θ(z₁), the decoder's output for one latent z₁ [d₁]: logits or means, [D]."""
     if self.architecture == "conv":
       return conv_lib.conv_decoder(params["decoder"], z, self.input_shape,
                                    self.activation).reshape(-1)
@@ -299,98 +338,88 @@ class VAE:
     return networks.network(theta, z, networks.mlp_activations(self.activation, len(theta)))
 
   def log_likelihood(self, params: dict, x: jax.Array, decoded: jax.Array) -> jax.Array:
-    """log p_θ(x|z), summed over the D pixels, from decoded = g_θ(z).
-
-    * bernoulli: Σ_j [x_j ℓ_j − softplus(ℓ_j)];
-    * gaussian: −½ Σ_j [log 2π + 2 log σ + (x_j − m_j)²/σ²];
-    * gaussian_learned: the same with σ_j = exp(max(log_scale_j, MIN_LOG_SCALE));
-    * continuous_bernoulli: Σ_j [log C(λ_j) + x_j log λ_j + (1 − x_j) log(1 − λ_j)].
-
-    The Gaussian and continuous Bernoulli values are log *densities* on ℝ^D
-    or [0, 1]^D and are not comparable with the Bernoulli's log-mass.
-
-    Args:
-      params: the model's parameters (for the learned log-scale).
-      x: one flattened example, [D].
-      decoded: `decode(params, z)`, [D].
-
-    Returns:
-      The scalar log p_θ(x|z).
-    """
-    if self.likelihood == "bernoulli":
-      return distributions.bernoulli_log_prob(x, decoded)
-    if self.likelihood == "continuous_bernoulli":
-      return distributions.continuous_bernoulli_log_prob(x, decoded)
-    if self.likelihood == "gaussian":
-      log_var = jnp.full_like(decoded, 2.0 * math.log(self.gaussian_scale))
-    else:
-      log_var = 2.0 * jnp.maximum(params["log_scale"], MIN_LOG_SCALE)
-    return distributions.gaussian_log_prob(x, decoded, log_var)
+    """log p_θ(x|z₁) from decoded = `decode(params, z₁)` (see `likelihoods.Likelihood.log_prob`)."""
+    return self.pixel_likelihood.log_prob(params, x, decoded)
 
   def mean(self, params: dict, decoded: jax.Array) -> jax.Array:
-    """E[x|z] for display as an image, from decoded = g_θ(z).
-
-    sigmoid(ℓ) (Bernoulli), the continuous Bernoulli mean
-    1/(1 − e^{−ℓ}) − 1/ℓ, or the Gaussian mean m clipped to [0, 1].
-
-    Args:
-      params: the model's parameters (unused; kept for a uniform signature).
-      decoded: `decode(params, z)`, [D].
-
-    Returns:
-      [D], in [0, 1].
-    """
+    """E[x|z₁] in [0, 1] from decoded = `decode(params, z₁)`."""
     del params
-    if self.likelihood == "bernoulli":
-      return jax.nn.sigmoid(decoded)
-    if self.likelihood == "continuous_bernoulli":
-      return distributions.continuous_bernoulli_mean(decoded)
-    return jnp.clip(decoded, 0.0, 1.0)
-
-  # -- sampling --------------------------------------------------------------
+    return self.pixel_likelihood.mean(decoded)
 
   @staticmethod
   def reparameterize(key: jax.Array, mu: jax.Array, log_var: jax.Array) -> jax.Array:
-    """z = μ + σ ⊙ ε with σ = exp(½ log σ²), ε ~ N(0, I) drawn from `key`.
+    """z = μ + σ ⊙ ε, ε ~ N(0, I) from `key` (the reparameterisation trick)."""
+    return gaussian_layers.GaussianLayer.sample((mu, log_var), key)
 
-    For a fixed key, z is a differentiable function of (μ, log σ²): the
-    reparameterisation trick.
+  # -- the chain (what the objectives see) -------------------------------------
 
-    Args:
-      key: a `jax.random` key.
-      mu: μ, [d].
-      log_var: log σ², [d].
+  def _top_stats(self, params: dict, x: jax.Array) -> gaussian_layers.Stats:
+    """Statistics of q(z_L|·) for input x with the lower layers at their means (VampPrior's q(z|u))."""
+    stats = self.encode(params, x)
+    for q, theta in zip(self.upper_posteriors, params.get("upper", ())):
+      stats = q.stats(theta["encoder"], stats[0])
+    return stats
 
-    Returns:
-      z ~ N(μ, diag σ²), [d].
+  def prior_params(self, params: dict) -> dict:
+    """p(z_L)'s distribution parameters, computed once per batch (the VampPrior encodes its u_k)."""
+    encode = jax.vmap(lambda u: self._top_stats(params, u))
+    return self.prior_part.prepare(params.get("prior", {}), encode)
+
+  def sample_latents(self, params: dict, stats: gaussian_layers.Stats, key: jax.Array) -> Latents:
+    """One reparameterised draw z ~ q(z|x) of the chain, from q(z₁|x)'s statistics.
+
+    z₀ = μ₁ + σ₁ ⊙ ε with ε from `key` itself, z₁ = flow(z₀), and
+    z_{l+1} = μ_{l+1}(z_l) + σ_{l+1}(z_l) ⊙ ε_{l+1} with ε_{l+1} from fold_in(key, l).
     """
-    epsilon = jax.random.normal(key, mu.shape, mu.dtype)
-    return mu + jnp.exp(0.5 * log_var) * epsilon
+    z0 = gaussian_layers.GaussianLayer.sample(stats, key)
+    z, log_det = z0, jnp.zeros((), z0.dtype)
+    if self.flow_part is not None:
+      z, log_det = self.flow_part.forward(params["flow"], z0)
+    zs = [z]
+    for l, (q, theta) in enumerate(zip(self.upper_posteriors, params.get("upper", ())), start=1):
+      zs.append(q.sample(q.stats(theta["encoder"], zs[-1]), jax.random.fold_in(key, l)))
+    return Latents(z0=z0, zs=tuple(zs), log_det=log_det)
+
+  def log_q(self, params: dict, stats: gaussian_layers.Stats, latents: Latents) -> jax.Array:
+    """log q(z|x) of the chain: log q₀(z₀|x) − log|det| + Σ_l log q(z_{l+1}|z_l)."""
+    value = gaussian_layers.GaussianLayer.log_prob(stats, latents.z0) - latents.log_det
+    for q, theta, z_in, z_out in zip(self.upper_posteriors, params.get("upper", ()),
+                                     latents.zs[:-1], latents.zs[1:]):
+      value = value + q.log_prob(q.stats(theta["encoder"], z_in), z_out)
+    return value
+
+  def log_p(self, params: dict, prior_params: dict, x: jax.Array,
+            latents: Latents) -> tuple[jax.Array, jax.Array]:
+    """(log p(x|z₁), log p(z)) with log p(z) = log p(z_L) + Σ_l log p(z_l|z_{l+1})."""
+    log_px_given_z = self.log_likelihood(params, x, self.decode(params, latents.zs[0]))
+    log_pz = self.prior_part.log_prob(prior_params, latents.zs[-1])
+    for p, theta, z_out, z_in in zip(self.conditional_priors, params.get("upper", ()),
+                                     latents.zs[:-1], latents.zs[1:]):
+      log_pz = log_pz + p.log_prob(p.stats(theta["decoder"], z_in), z_out)
+    return log_px_given_z, log_pz
+
+  # -- generation --------------------------------------------------------------
 
   def sample(self, params: dict, key: jax.Array, num: int,
              temperature: float = 1.0) -> jax.Array:
-    """Means E[x|z] of `num` latents z ~ N(0, T² I) (T = 1: the prior).
+    """Means E[x|z₁] of `num` ancestral samples z_L ~ p, z_l ~ p(z_l|z_{l+1}).
 
-    Args:
-      params: the model's parameters.
-      key: a `jax.random` key.
-      num: number of samples (a Python int).
-      temperature: T, the prior's scale; T < 1 trades diversity for quality.
+    Every Gaussian's noise (and the prior's) is scaled by the temperature T;
+    T = 1 samples the model, T < 1 trades diversity for quality.
 
     Returns:
       [num, D], in [0, 1].
     """
-    z = temperature * jax.random.normal(key, (num, self.latent_dim))
-    return jax.vmap(lambda z_i: self.mean(params, self.decode(params, z_i)))(z)
+    prior_params = self.prior_params(params)
+
+    def one(key):
+      z = self.prior_part.sample(prior_params, jax.random.fold_in(key, 0), temperature)
+      for l in reversed(range(len(self.conditional_priors))):
+        p, theta = self.conditional_priors[l], params["upper"][l]["decoder"]
+        z = p.sample(p.stats(theta, z), jax.random.fold_in(key, l + 1), temperature)
+      return self.mean(params, self.decode(params, z))
+    return jax.vmap(one)(jax.random.split(key, num))
 
   def reconstruct(self, params: dict, x: jax.Array) -> jax.Array:
-    """E[x | z = μ(x)] (or z = f(x) for the deterministic AE) of one example.
-
-    Args:
-      params: the model's parameters.
-      x: one flattened example, [D].
-
-    Returns:
-      The reconstruction, [D], in [0, 1].
-    """
+    """E[x | z₁ = μ₁(x)] (or z = f(x) for the deterministic AE) of one example, [D]."""
     return self.mean(params, self.decode(params, self.code(params, x)))

@@ -145,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
   state = sharding.replicate(
-      training.init_state(model, optimizer, config.seed, config.objective.beta), mesh)
+      training.state_from_config(config, model, optimizer), mesh)
   store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,
                                           config.training.keep_checkpoints_every_steps)
   restored, _ = store.restore_latest(state)
@@ -157,11 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with open(results_path) as f:
       return json.load(f)
 
-  step_fn = training.make_step_fn(
-      model, optimizer, objective=config.objective.name,
-      num_samples=config.objective.num_samples,
-      kl_warmup_steps=config.objective.kl_warmup_steps,
-      dynamic_binarization=info.dynamic_binarization)
+  step_fn = training.step_fn_from_config(config, model, optimizer)
   train_steps = training.jit_train_steps(step_fn)
   writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard)
             if primary else metrics_lib.NullWriter())
@@ -200,12 +196,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       evaluate_now = (step % steps_per_epoch == 0
                       and (step // steps_per_epoch) % config.training.eval_every_epochs == 0)
       if evaluate_now:
-        scores = evaluation.evaluate(model, state.params, validation, jax.random.fold_in(eval_key, step),
+        scores = evaluation.evaluate(model, training.eval_params(state), validation, jax.random.fold_in(eval_key, step),
                                      batch_size=config.eval.batch_size, mesh=mesh)
         writer.write(step, "validation", dict(scores, epoch=step // steps_per_epoch,
                                               wall_time=time.time() - start))
         if primary and config.eval.write_images:
-          write_images(model, sharding.host_copy(state.params), validation, jax.random.fold_in(eval_key, step),
+          write_images(model, sharding.host_copy(training.eval_params(state)), validation, jax.random.fold_in(eval_key, step),
                        os.path.join(workdir, "images", f"epoch{step // steps_per_epoch:04d}"),
                        info.image_shape)
       crossed = step // config.training.checkpoint_every_steps != first // config.training.checkpoint_every_steps
@@ -219,7 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   test = splits.load_data(config, "test").images
   scores = evaluation.evaluate(
-      model, state.params, test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
+      model, training.eval_params(state), test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
       num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
       chunk_size=config.eval.is_chunk_size, mesh=mesh)
   results = dict(scores, step=step, epochs=config.training.num_epochs,
@@ -229,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   if primary:
     if config.eval.write_images:
-      write_images(model, sharding.host_copy(state.params), test, eval_key, os.path.join(workdir, "images", "final"),
+      write_images(model, sharding.host_copy(training.eval_params(state)), test, eval_key, os.path.join(workdir, "images", "final"),
                    info.image_shape)
     tmp = results_path + ".tmp"
     with open(tmp, "w") as f:
@@ -237,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.replace(tmp, results_path)
     if config.eval.write_figures:
       from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
-      figures.write_run_figures(config, model, jax.device_get(state.params),
+      figures.write_run_figures(config, model, jax.device_get(training.eval_params(state)),
                                 os.path.join(workdir, "figures"), os.path.join(workdir, "metrics.jsonl"))
   store.close()
   return results

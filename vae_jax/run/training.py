@@ -34,22 +34,30 @@ class TrainState(NamedTuple):
   key: jax.Array         # uint32[2] root key of this run; step keys are fold_in(key, step)
   beta: jax.Array        # float32 scalar: β of the β-VAE (a traced value, so it can be vmapped)
   skipped: jax.Array     # int32 scalar: updates dropped for non-finite values
+  ema_params: Any = ()   # exponential moving average of params (training.ema_decay > 0), else ()
+
+
+def eval_params(state: TrainState) -> Any:
+  """The parameters to evaluate: the moving average when the state keeps one, else θ."""
+  return state.params if isinstance(state.ema_params, tuple) else state.ema_params
 
 
 def init_state(model: vae_lib.VAE, optimizer: optax.GradientTransformation,
-               seed, beta=1.0) -> TrainState:
-  """The state before the first step: θ from `fold_in(PRNGKey(seed), 0)`."""
+               seed, beta=1.0, ema: bool = False) -> TrainState:
+  """The state before the first step: θ from `fold_in(PRNGKey(seed), 0)`; the average starts at θ."""
   root = jax.random.PRNGKey(seed)
   params = model.init(jax.random.fold_in(root, 0))
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
       key=jax.random.fold_in(root, 1), beta=jnp.asarray(beta, jnp.float32),
-      skipped=jnp.zeros((), jnp.int32))
+      skipped=jnp.zeros((), jnp.int32),
+      ema_params=jax.tree_util.tree_map(jnp.copy, params) if ema else ())
 
 
 def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
                  objective: str, num_samples: int = 1, kl_warmup_steps: int = 0,
-                 dynamic_binarization: bool = False, member_axis: str | None = None) -> Callable:
+                 dynamic_binarization: bool = False, member_axis: str | None = None,
+                 estimator: str = "reparam", ema_decay: float = 0.0) -> Callable:
   """Returns the pure update `step_fn(state, batch) -> (state, measurements)`.
 
   Args:
@@ -59,6 +67,10 @@ def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
     num_samples: k of the IWAE bound.
     kl_warmup_steps: β_t = β · min(1, t / kl_warmup_steps).
     dynamic_binarization: resample x ~ Bernoulli(x) at every step.
+    estimator: the encoder's gradient estimator, "reparam", "stl" or "dreg".
+    ema_decay: δ of the moving average ema ← δ·ema + (1 − δ)·θ after every
+      applied update (`optax.incremental_update`); the state must have been
+      made with `init_state(..., ema=True)` when δ > 0.
     member_axis: the `jax.vmap` axis name when many states are stepped at once
       (`vae_jax.scale.seeds`); then the step takes the plain update branch whenever
       every member is finite, and selects per member only when one is not.
@@ -67,7 +79,7 @@ def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
 
   def loss_fn(params, batch, key, beta):
     return objectives.batch_loss(model, params, batch, key, objective=objective,
-                                 num_samples=num_samples, beta=beta)
+                                 num_samples=num_samples, beta=beta, estimator=estimator)
 
   def step_fn(state: TrainState, batch: jax.Array):
     step_key = jax.random.fold_in(state.key, state.step)
@@ -82,31 +94,55 @@ def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
 
     def update(_):
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-      return optax.apply_updates(state.params, updates), opt_state
+      params = optax.apply_updates(state.params, updates)
+      ema = state.ema_params
+      if ema_decay:
+        ema = optax.incremental_update(params, ema, 1.0 - ema_decay)
+      return params, opt_state, ema
+
+    old = (state.params, state.opt_state, state.ema_params)
 
     def update_finite_members(_):
-      return jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old),
-                                    update(None), (state.params, state.opt_state))
+      return jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), update(None), old)
 
     # A branch, not a jnp.where over the whole state: measured 1.17-1.26x faster
     # on CPU (benchmarks/results/README.md). Under vmap a per-member predicate
     # would turn the branch into that select, so vmapped members branch on
     # "all members finite" (an unbatched value) and select only when one is not.
     if member_axis is None:
-      params, opt_state = jax.lax.cond(
-          finite, update, lambda _: (state.params, state.opt_state), None)
+      params, opt_state, ema = jax.lax.cond(finite, update, lambda _: old, None)
     else:
       all_finite = jax.lax.psum((~finite).astype(jnp.int32), member_axis) == 0
-      params, opt_state = jax.lax.cond(all_finite, update, update_finite_members, None)
+      params, opt_state, ema = jax.lax.cond(all_finite, update, update_finite_members, None)
     new_state = TrainState(
         step=state.step + 1, params=params, opt_state=opt_state, key=state.key,
-        beta=state.beta, skipped=state.skipped + (~finite).astype(jnp.int32))
+        beta=state.beta, skipped=state.skipped + (~finite).astype(jnp.int32), ema_params=ema)
     measurements = dict(measurements, grad_norm=grad_norm,
                         param_norm=optax.global_norm(new_state.params),
                         beta=beta, finite=finite.astype(jnp.float32))
     return new_state, measurements
 
   return step_fn
+
+
+def step_fn_from_config(config, model: vae_lib.VAE, optimizer: optax.GradientTransformation,
+                        member_axis: str | None = None) -> Callable:
+  """`make_step_fn` with the objective, estimator, warm-up, binarisation and average of `config`."""
+  return make_step_fn(
+      model, optimizer, objective=config.objective.name,
+      num_samples=config.objective.num_samples,
+      kl_warmup_steps=config.objective.kl_warmup_steps,
+      dynamic_binarization=data_lib.dataset_info(config.data.name).dynamic_binarization,
+      member_axis=member_axis, estimator=config.objective.estimator,
+      ema_decay=config.training.ema_decay)
+
+
+def state_from_config(config, model: vae_lib.VAE, optimizer: optax.GradientTransformation,
+                      seed=None, beta=None) -> TrainState:
+  """`init_state` of `config` (its seed and β unless given, an average if training.ema_decay > 0)."""
+  return init_state(model, optimizer, config.seed if seed is None else seed,
+                    config.objective.beta if beta is None else beta,
+                    ema=config.training.ema_decay > 0)
 
 
 def jit_train_step(step_fn: Callable) -> Callable:

@@ -44,7 +44,7 @@ def state_template(config: ml_collections.ConfigDict, model: vae_lib.VAE) -> tra
   """A `TrainState` of the run's structure and shapes, to restore its checkpoints into."""
   # The optimizer state's structure does not depend on the number of steps.
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps=1)
-  return training.init_state(model, optimizer, config.seed, config.objective.beta)
+  return training.state_from_config(config, model, optimizer)
 
 
 def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, dict]:
@@ -55,7 +55,8 @@ def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, 
 
   Returns:
     The run's config, its model spec (`build.build_model`) and the parameters
-    of the newest checkpoint whose digest verifies.
+    of the newest checkpoint whose digest verifies (their moving average
+    if the run kept one, `training.eval_params`).
 
   Raises:
     FileNotFoundError: no config.json, or no checkpoint that loads.
@@ -72,4 +73,4 @@ def load_trained(workdir: str) -> tuple[ml_collections.ConfigDict, vae_lib.VAE, 
     raise FileNotFoundError(
         f"{os.path.join(workdir, 'checkpoints')} holds no checkpoint that loads; train the"
         " model first (python -m experiments.train --workdir=...).")
-  return config, model, state.params
+  return config, model, training.eval_params(state)

@@ -79,11 +79,11 @@ def member_values(config: ml_collections.ConfigDict, members: Sequence[dict]) ->
 
 
 def init_states(model, optimizer: optax.GradientTransformation, seeds: Sequence[int],
-                betas: Sequence[float], learning_rates: Sequence[float] | None = None
-                ) -> training.TrainState:
+                betas: Sequence[float], learning_rates: Sequence[float] | None = None,
+                ema: bool = False) -> training.TrainState:
   """`training.init_state` of every member, stacked on a leading axis of size len(seeds)."""
   # Not jitted: eager like the single run's `init_state`, so θ_0 is bit-identical.
-  states = jax.vmap(lambda seed, beta: training.init_state(model, optimizer, seed, beta))(
+  states = jax.vmap(lambda seed, beta: training.init_state(model, optimizer, seed, beta, ema=ema))(
       jnp.asarray(seeds, jnp.int32), jnp.asarray(betas, jnp.float32))
   if learning_rates is not None:
     states = states._replace(opt_state=optax.tree_utils.tree_set(
@@ -136,13 +136,9 @@ def train(config: ml_collections.ConfigDict, members: Sequence[dict]
   optimizer = optimizers.make_optimizer(
       config.optimizer, config.training.num_epochs * steps_per_epoch)
   learning_rates = values["optimizer.learning_rate"] if config.optimizer.schedule == "constant" else None
-  states = init_states(model, optimizer, values["seed"], values["objective.beta"], learning_rates)
-  step_fn = training.make_step_fn(
-      model, optimizer, objective=config.objective.name,
-      num_samples=config.objective.num_samples,
-      kl_warmup_steps=config.objective.kl_warmup_steps,
-      dynamic_binarization=data_lib.dataset_info(config.data.name).dynamic_binarization,
-      member_axis=MEMBER_AXIS)
+  states = init_states(model, optimizer, values["seed"], values["objective.beta"], learning_rates,
+                       ema=config.training.ema_decay > 0)
+  step_fn = training.step_fn_from_config(config, model, optimizer, member_axis=MEMBER_AXIS)
   train_epoch = vmap_train_steps(step_fn)
   device_images = jax.device_put(images)
   history = []
@@ -163,7 +159,7 @@ def evaluate(config: ml_collections.ConfigDict, states: training.TrainState,
   for i in range(states.step.shape[0]):
     state = member_state(states, i)
     key = jax.random.fold_in(state.key, 2)
-    results.append(evaluation.evaluate(model, state.params, images, key,
+    results.append(evaluation.evaluate(model, training.eval_params(state), images, key,
                                        batch_size=config.eval.batch_size,
                                        num_samples=num_samples,
                                        chunk_size=config.eval.is_chunk_size))
