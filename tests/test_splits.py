@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from conftest import tiny_config
 from vae_jax.datasets import splits
 
 

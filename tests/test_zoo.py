@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, tiny_config
+from conftest import REPO, tiny_config
 from vae_jax.datasets import splits
 from vae_jax.inference import evaluation
 from vae_jax.run import train
