@@ -351,6 +351,9 @@ def checkpoint_curve(workdir: str, num_images: int) -> list[dict]:
       scores = evaluation.evaluate(model, state.params, test, jax.random.PRNGKey(7),
                                    num_samples=config.eval.is_num_samples)
       record = wall.get(step, {})
+      if not math.isfinite(scores["nll"]):
+        print(f"WARNING: the NLL of checkpoint {step} of {workdir} is not finite; left out of the curve.")
+        continue
       points.append(dict(step=step, epoch=record.get("epoch"), wall_time_s=record.get("wall_time"),
                          nll=scores["nll"], nll_stderr=scores["nll_stderr"],
                          neg_elbo=scores["neg_elbo"], num_images=len(test)))
@@ -417,7 +420,7 @@ def publish(name: str, workdir: str, results_dir: str, zoo_dir: str, curve_image
     raise ValueError(f"{record} holds another run ({existing.get('command')}); give --replace to"
                      " replace it and its zoo entry.")
   if not same:
-    results = _read(os.path.join(workdir, "results.json"))
+    results = zoo.finished_results(workdir)
     sessions = launch.get("sessions", [])
     points = checkpoint_curve(workdir, curve_images)
     for point in points:

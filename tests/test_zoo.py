@@ -103,3 +103,17 @@ def test_evaluate_pretrained_prints_the_numbers_of_the_workdir(trained, tmp_path
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines() == [
       f"error: no pretrained model 'tiny_cl' in {tmp_path}; available: tiny_cli."]
+
+
+def test_figures_and_applications_run_on_a_pretrained_model(trained, tmp_path, monkeypatch):
+  from experiments import applications
+  from experiments import figures
+  zoo.export(trained, "tiny_apps", zoo=str(tmp_path / "zoo"))
+  monkeypatch.setenv(zoo.ZOO_ENV, str(tmp_path / "zoo"))
+  records, run = figures.draw_run(zoo.entry_dir("tiny_apps"), str(tmp_path / "figures"), pretrained=True)
+  assert {"network", "reconstructions", "samples"} <= {r["name"] for r in records}
+  assert run["results"]["nll"] == zoo.recorded_results("tiny_apps")["nll"]
+  rows = applications.run("generation", [], applications.Options(out=str(tmp_path / "apps")), pretrained=["tiny_apps"])
+  assert rows[0]["workdir"] == "tiny_apps" and rows[0]["latent_dim"] == 4
+  with pytest.raises(ValueError, match="no models"):
+    applications.run("generation", [], applications.Options(out=str(tmp_path / "apps")))

@@ -71,6 +71,22 @@ def _read_json(path: str):
     return json.load(f)
 
 
+def finished_results(workdir: str) -> dict:
+  """The results.json of a finished run.
+
+  Raises:
+    ValueError: the run has not finished, or a result is not finite.
+  """
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir} has no results.json: the run has not finished; finish it"
+                     " (rerun its training command) first.")
+  results = _read_json(path)
+  if not all(math.isfinite(v) for v in results.values() if isinstance(v, float)):
+    raise ValueError(f"{path} holds a non-finite number; a diverged run is neither exported nor published.")
+  return results
+
+
 def _command(workdir: str) -> str | None:
   """The training command recorded in the workdir (launch.json of experiments.reproduce, or run.json)."""
   for file in ("launch.json", "run.json"):
@@ -162,13 +178,7 @@ def export(workdir: str, name: str, dtype: str = "float32", zoo: str | None = No
   folder = os.path.join(zoo_dir(zoo), name)
   if os.path.exists(folder):
     raise ValueError(f"{folder} exists; remove it first (git rm -r) to replace that entry, or choose another name.")
-  results_path = os.path.join(workdir, "results.json")
-  if not os.path.exists(results_path):
-    raise ValueError(f"{workdir} has no results.json: the run has not finished; finish it"
-                     " (rerun its training command) before exporting it.")
-  results = _read_json(results_path)
-  if not all(math.isfinite(v) for v in results.values() if isinstance(v, float)):
-    raise ValueError(f"{results_path} holds a non-finite number; a diverged run is not exported.")
+  results = finished_results(workdir)
   config, _, params = workdir_lib.load_trained(workdir)
   store = checkpoints_lib.CheckpointStore(workdir, keep=config.training.keep_checkpoints)
   try:
