@@ -69,6 +69,8 @@ IWAE_PAPER = {("vae", 1): (86.76, 86.47, 86.35), ("iwae", 1): (86.76, 85.54, 84.
               ("vae", 2): (85.33, 85.01, 84.78), ("iwae", 2): (85.33, 83.89, 82.90)}
 # Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS, Table 2, dynamic
 # MNIST, K = 500 pseudo-inputs: VAE (1 layer) and HVAE (2 layers) + VampPrior.
+# (2026-12-01: the stored copies of both papers searchable from here exposed no
+# tables; these values are issue 16's, to be confirmed against the PDFs.)
 VAMPPRIOR_PAPER = {1: 85.57, 2: 83.19}
 PAPERS = ("Burda, Grosse & Salakhutdinov (2016), Importance Weighted Autoencoders, ICLR, Table 1 (MNIST);"
           " Tomczak & Welling (2018), VAE with a VampPrior, AISTATS, Table 2 (dynamic MNIST, K = 500)")
