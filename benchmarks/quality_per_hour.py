@@ -32,18 +32,11 @@ import os
 import sys
 import time
 
-import jax
-
 from benchmarks import timing
+from experiments import reproduce
 from experiments.configs import iwae as iwae_configs
-from vae_jax.run import checkpoints as checkpoints_lib
 from vae_jax.datasets import data as data_lib
-from vae_jax.inference import evaluation
-from vae_jax.models import build
-from vae_jax.datasets import splits
-from vae_jax.run import metrics as metrics_lib
 from vae_jax.run import train
-from vae_jax.run import workdir as workdir_lib
 
 PAPER_NLL = 86.76   # Burda, Grosse & Salakhutdinov (2016), Table 1, VAE k=1, 1 stochastic layer
 DEFAULTS = dict(workdir="workdirs/quality_per_hour", out="benchmarks/results", epochs="1800",
@@ -71,32 +64,6 @@ def make_config(options: dict):
   config.eval.write_images = False
   config.eval.write_figures = False
   return config
-
-
-def curve(config, workdir: str, num_images: int) -> list[dict]:
-  """IS-NLL (k = 5000) of every kept checkpoint on the first `num_images` test images."""
-  model = build.build_model(config)
-  target = workdir_lib.state_template(config, model)
-  config.eval.num_examples = num_images
-  test = splits.load_data(config, "test").images
-  wall = {record["step"]: record for record in metrics_lib.read_metrics(os.path.join(workdir, "metrics.jsonl"))
-          if record.get("split") == "validation"}
-  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,
-                                          config.training.keep_checkpoints_every_steps)
-  points = []
-  try:
-    for step in store.steps():
-      state, _ = store.restore(step, target)
-      scores = evaluation.evaluate(model, state.params, test, jax.random.PRNGKey(7),
-                                   num_samples=config.eval.is_num_samples)
-      record = wall.get(step, {})
-      points.append(dict(step=step, epoch=record.get("epoch"), wall_time_s=record.get("wall_time"),
-                         nll=scores["nll"], nll_stderr=scores["nll_stderr"],
-                         neg_elbo=scores["neg_elbo"], num_images=len(test)))
-      print(json.dumps(points[-1]), flush=True)
-  finally:
-    store.close()
-  return points
 
 
 def write_report(options: dict, results: dict, points: list[dict], setup_s: float,
@@ -138,20 +105,11 @@ checkpoint; wall time of the training loop when it was written):
 """
   with open(os.path.join(out, "quality_per_hour.md"), "w") as f:
     f.write(text)
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5, 3.5))
   shown = [p for p in points if p["wall_time_s"]]
-  ax.errorbar([p["wall_time_s"] / 60 for p in shown], [p["nll"] for p in shown],
-              yerr=[p["nll_stderr"] for p in shown], marker="o", label="vae_jax (2 CPU cores)")
-  ax.axhline(PAPER_NLL, color="gray", linestyle="--", label=f"IWAE paper {PAPER_NLL}")
-  ax.axvline(budget / 60, color="gray", linestyle=":")
-  ax.set_xlabel("training wall time (min)")
-  ax.set_ylabel("test NLL (nats, IS k=5000)")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, "quality_per_hour.png"), dpi=120)
+  reproduce.plot_nll_curves(
+      {"": [dict(label="vae_jax (2 CPU cores)", paper=PAPER_NLL,
+                 points=[(p["wall_time_s"] / 60, p["nll"], p["nll_stderr"]) for p in shown])]},
+      os.path.join(out, "quality_per_hour.png"), budget_min=budget / 60)
 
 
 def main(argv) -> None:
@@ -166,7 +124,7 @@ def main(argv) -> None:
   start = time.time()
   results = train.train_and_evaluate(config, options["workdir"])
   setup_s = time.time() - start - results["train_wall_time_s"]
-  points = curve(config, options["workdir"], int(options["curve_images"]))
+  points = reproduce.checkpoint_curve(options["workdir"], int(options["curve_images"]))
   write_report(options, results, points, setup_s, machine_start)
   with open(os.path.join(options["out"], "quality_per_hour.md")) as f:
     print(f.read())

@@ -4,6 +4,7 @@ r"""Runs the VAE applications on trained workdirs and writes numbers and figures
   python -m experiments.applications --app=downstream  --workdirs=W1,W2,...
   python -m experiments.applications --app=anomaly     --workdirs=W1,W2,...
   python -m experiments.applications --app=generation  --workdirs=W1,...
+  python -m experiments.applications --app=anomaly     --pretrained=NAME1,...   # models of the zoo
 
 Each writes <app>.json and <app>.md (and figures) into --out
 (default experiments/results/applications/):
@@ -214,12 +215,16 @@ def markdown_table(rows, columns) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run(app: str, workdirs, options: Options = Options(), command: str = "") -> list[dict]:
-  """Runs `app` on the trained `workdirs`; writes <out>/<app>.json and .md; returns the rows."""
+def run(app: str, workdirs, options: Options = Options(), command: str = "", pretrained=()) -> list[dict]:
+  """Runs `app` on trained `workdirs` and zoo models `pretrained`; writes <out>/<app>.{json,md}; returns the rows."""
   from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import zoo  # pylint: disable=g-import-not-at-top
   if app not in APPS:
     raise ValueError(f"app={app!r} is unknown; choose one of {', '.join(APPS)}.")
+  if not workdirs and not pretrained:
+    raise ValueError("no models: give --workdirs=W1,... (trained workdirs) or --pretrained=NAME,... (zoo models).")
   loaded = {w: workdir_lib.load_trained(w) for w in workdirs}
+  loaded.update((zoo.entry_dir(name), zoo.load_pretrained(name)) for name in pretrained)
   os.makedirs(options.out, exist_ok=True)
   start = time.time()
   rows, columns = globals()[f"run_{app}"](loaded, options)
@@ -238,7 +243,8 @@ def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so tests can import the module)."""
   defaults = Options()
   flags.DEFINE_enum("app", None, APPS, "The application to run.")
-  flags.DEFINE_list("workdirs", None, "Comma-separated workdirs of trained models.")
+  flags.DEFINE_list("workdirs", [], "Comma-separated workdirs of trained models.")
+  flags.DEFINE_list("pretrained", [], "Comma-separated models of the zoo (vae_jax.run.zoo).")
   flags.DEFINE_string("out", defaults.out, "Results folder.")
   flags.DEFINE_list("precisions", list(defaults.precisions),
                     "compression: float32, float16 or bits per dimension.")
@@ -247,7 +253,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("is_num_samples", defaults.is_num_samples, "anomaly: K of the IS-NLL.")
   flags.DEFINE_integer("fit_steps", defaults.fit_steps, "downstream: full-batch Adam steps.")
   flags.DEFINE_integer("seed", defaults.seed, "Seed of every random draw.")
-  flags.mark_flags_as_required(["app", "workdirs"])
+  flags.mark_flags_as_required(["app"])
 
 
 def main(argv):
@@ -257,7 +263,7 @@ def main(argv):
   options = dataclasses.replace(options, precisions=tuple(options.precisions))
   with cli.one_line_errors():
     run(args.app, args.workdirs, options,
-        "python -m experiments.applications " + " ".join(sys.argv[1:]))
+        "python -m experiments.applications " + " ".join(sys.argv[1:]), args.pretrained)
 
 
 if __name__ == "__main__":

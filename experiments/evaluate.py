@@ -1,10 +1,12 @@
 r"""Evaluates a trained workdir: test −ELBO and the importance-sampled NLL.
 
   python -m experiments.evaluate --workdir=workdirs/default --num_samples=5000
+  python -m experiments.evaluate --pretrained=iwae_1layer_k5     # a model of the zoo (zoo/)
 
 Writes `<workdir>/evaluation_<split>_k<k>.json` (never touching the run's own
-files) and prints it. Useful to evaluate on a GPU what was trained elsewhere,
-or with another k than the run's config.
+files) and prints it; a --pretrained model's scores are printed only, beside
+the test NLL recorded when it was trained (`recorded_nll`). Useful to evaluate
+on a GPU what was trained elsewhere, or with another k than the run's config.
 """
 
 import json
@@ -16,12 +18,13 @@ from absl import flags
 from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by experiments.train.")
+_PRETRAINED = flags.DEFINE_string("pretrained", None, "A model of the zoo (vae_jax.run.zoo), e.g. iwae_1layer_k5.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 5000, "k of the importance-sampled estimate (0: ELBO only).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 500, "Importance samples evaluated at once.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Evaluate the first N examples (0: all).")
 _BATCH = flags.DEFINE_integer("batch_size", 500, "Examples per evaluation batch.")
-flags.mark_flags_as_required(["workdir"])
+flags.mark_flags_as_mutual_exclusive(["workdir", "pretrained"], required=True)
 
 
 def main(argv):
@@ -30,10 +33,14 @@ def main(argv):
   from vae_jax.inference import evaluation  # pylint: disable=g-import-not-at-top
   from vae_jax.datasets import splits  # pylint: disable=g-import-not-at-top
   from vae_jax.run import workdir  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import zoo  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
     if _NUM_SAMPLES.value < 0 or _CHUNK.value < 1 or _BATCH.value < 1 or _NUM_EXAMPLES.value < 0:
       raise ValueError("--num_samples and --num_examples must be ≥ 0, --chunk_size and --batch_size ≥ 1.")
-    config, model, params = workdir.load_trained(_WORKDIR.value)
+    if _PRETRAINED.value:
+      config, model, params = zoo.load_pretrained(_PRETRAINED.value)
+    else:
+      config, model, params = workdir.load_trained(_WORKDIR.value)
     config.eval.num_examples = _NUM_EXAMPLES.value
     images = splits.load_data(config, _SPLIT.value).images
     start = time.time()
@@ -43,6 +50,10 @@ def main(argv):
         chunk_size=_CHUNK.value)
     scores.update(split=_SPLIT.value, num_samples=_NUM_SAMPLES.value, seconds=time.time() - start,
                   device=str(jax.devices()[0].device_kind))
+    if _PRETRAINED.value:
+      scores.update(pretrained=_PRETRAINED.value, recorded_nll=zoo.recorded_results(_PRETRAINED.value).get("nll"))
+      print(json.dumps(scores))
+      return
     path = os.path.join(_WORKDIR.value, f"evaluation_{_SPLIT.value}_k{_NUM_SAMPLES.value}.json")
     with open(path + ".tmp", "w") as f:
       json.dump(scores, f, indent=2)

@@ -2,6 +2,7 @@ r"""Regenerates the figures: the thesis's network diagrams and those of trained 
 
   python -m experiments.figures --all --out=experiments/results/figures
   python -m experiments.figures --workdir=workdirs/quick --out=figures
+  python -m experiments.figures --pretrained=iwae_1layer_k5 --out=figures   # a model of the zoo
 
 Writes, each as PNG and PDF under a stable name:
 
@@ -79,25 +80,29 @@ def draw_diagrams(out: str) -> list[dict]:
   return records
 
 
-def draw_run(workdir: str, out: str, command: str | None = None) -> tuple[list[dict], dict]:
+def draw_run(workdir: str, out: str, command: str | None = None,
+             pretrained: bool = False) -> tuple[list[dict], dict]:
   """The figures of one trained workdir and the run's record for the manifest.
 
   A workdir without checkpoints (e.g. the recorded IWAE runs, whose
   checkpoints were not kept) gives its training curves only.
 
   Args:
-    workdir: the run's workdir.
+    workdir: the run's workdir, or with `pretrained` the folder of a zoo entry.
     out: figures go to <out>/<basename of workdir>/.
     command: the command that trained it; default: the "command" of its
-      launch.json (written by experiments.reproduce) or run.json, if any.
+      launch.json (written by experiments.reproduce), run.json or entry.json.
+    pretrained: `workdir` is a zoo entry (`vae_jax.run.zoo`).
   """
   from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
   from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from vae_jax.run import metrics  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import zoo  # pylint: disable=g-import-not-at-top
   name, target = os.path.basename(os.path.normpath(workdir)), os.path.join(out, os.path.basename(os.path.normpath(workdir)))
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):
-    config, model, params = workdir_lib.load_trained(workdir)
+  if pretrained or os.path.isdir(os.path.join(workdir, "checkpoints")):
+    config, model, params = (zoo.load_pretrained(name, os.path.dirname(os.path.normpath(workdir))) if pretrained
+                             else workdir_lib.load_trained(workdir))
     records = figures.write_run_figures(config, model, params, target, metrics_path)
   else:
     config = workdir_lib.load_config(workdir)
@@ -105,11 +110,12 @@ def draw_run(workdir: str, out: str, command: str | None = None) -> tuple[list[d
                     " step (no checkpoint kept: curves only)",
                     **figures.save(figures.curves(metrics.read_metrics(metrics_path)), target, "curves"))]
   recorded = {}
-  for file in ("results.json", "launch.json", "run.json"):
+  for file in ("results.json", "launch.json", "run.json", "entry.json"):
     if os.path.exists(os.path.join(workdir, file)):
       with open(os.path.join(workdir, file)) as f:
         recorded[file] = json.load(f)
-  command = command or recorded.get("launch.json", recorded.get("run.json", {})).get("command")
+  command = command or next((recorded[f].get("command") for f in ("launch.json", "run.json", "entry.json")
+                             if f in recorded), None)
   run = {"workdir": workdir, "train_command": command, "config": config.to_dict(),
          "results": recorded.get("results.json")}
   return [dict(r, run=name) for r in records], run
@@ -141,6 +147,7 @@ def write_manifest(out: str, command: str, figures: list[dict], runs: dict) -> N
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so tests can import the module)."""
   flags.DEFINE_multi_string("workdir", [], "Workdir of a trained run (repeatable).")
+  flags.DEFINE_multi_string("pretrained", [], "A model of the zoo, e.g. iwae_1layer_k5 (repeatable).")
   flags.DEFINE_string("out", None, "Folder for the figures and the manifest.")
   flags.DEFINE_bool("all", False, "Also draw the recorded RUNS, training the missing ones.")
   flags.DEFINE_string("runs_root", "workdirs/figures", "Workdirs of RUNS (with --all).")
@@ -152,7 +159,10 @@ def main(argv):
     raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
   args = flags.FLAGS
   out = args.out
+  from vae_jax.run import zoo  # pylint: disable=g-import-not-at-top
   workdirs = {workdir: None for workdir in args.workdir}   # workdir -> its training command
+  pretrained = {zoo.entry_dir(name) for name in args.pretrained}
+  workdirs.update((folder, None) for folder in sorted(pretrained))
   if args.all:
     for name in RUNS:
       workdir, command = os.path.join(args.runs_root, name), train_command(name, args.runs_root)
@@ -166,7 +176,7 @@ def main(argv):
                      " overwrite each other in <out>/<name>; rename one.")
   figures, runs = draw_diagrams(out), {}
   for (workdir, command), name in zip(workdirs.items(), names):
-    records, runs[name] = draw_run(workdir, out, command)
+    records, runs[name] = draw_run(workdir, out, command, workdir in pretrained)
     figures += records
   command = shlex.join(["python", "-m", "experiments.figures", *sys.argv[1:]])
   write_manifest(out, command, figures, runs)

@@ -1,6 +1,5 @@
 """Diagrams drawn from θ, the figures of a trained run, their manifest, the IWAE table."""
 import json
-import math
 import os
 
 import jax
@@ -117,47 +116,3 @@ def test_training_writes_figures_and_the_command_draws_them_with_a_manifest(raw_
   assert manifest["runs"]["latent2"]["train_command"] == "python -m experiments.train ..."
   markdown = open(os.path.join(out, "manifest.md")).read()
   assert all(png in markdown for png, _ in listed)
-
-
-def fake_run(root, name, nll, stderr, subset=0, epochs=3):
-  from vae_jax import config as config_lib
-  workdir = root / name
-  workdir.mkdir(parents=True)
-  config = config_lib.default_config()
-  config.data.train_subset = subset
-  (workdir / "config.json").write_text(config.to_json_best_effort())
-  results = {"neg_elbo": nll + 4.25, "neg_elbo_stderr": 0.5, "nll": nll, "nll_stderr": stderr,
-             "step": 7500, "epochs": epochs, "num_test_examples": 10000, "train_wall_time_s": 90.0}
-  (workdir / "results.json").write_text(json.dumps(results))
-  (workdir / "launch.json").write_text(json.dumps({"command": f"python -m experiments.train {name}",
-                                                   "wall_time_s": 120.0, "host": "h", "device": "cpu"}))
-  return workdir
-
-
-def test_iwae_table_is_rendered_from_results_files(tmp_path):
-  from experiments import reproduce
-  fake_run(tmp_path, "vae_k1_e3", 88.123, 0.456)
-  fake_run(tmp_path, "iwae_k5_e3", 86.5, 0.4, subset=1000)
-  (tmp_path / "iwae_k50_e3").mkdir()                      # unfinished: no results.json
-  rows = reproduce.collect(str(tmp_path))
-  assert [r["run"] for r in rows] == ["vae_k1", "iwae_k5"]
-  assert rows[0]["ours_minus_paper"] == pytest.approx(88.123 - 86.76)
-  assert rows[0]["comparable"] and not rows[1]["comparable"]
-  json_path, md_path = reproduce.write_table(rows, str(tmp_path / "results"), "python -m experiments.reproduce")
-  markdown = open(md_path).read()
-  assert "| 88.12 ± 0.46 | 86.76 | 1.36 |" in markdown
-  assert "| 86.50 ± 0.40 | 85.54 | 0.96 |" in markdown
-  assert "python -m experiments.train vae_k1_e3" in markdown and "2.0 min" in markdown
-  assert json.load(open(json_path))["rows"][0]["test_nll"] == 88.123
-  assert math.isclose(json.load(open(json_path))["rows"][1]["paper_nll"], 85.54)
-
-
-def test_reproduce_rejects_unknown_runs_and_non_config_arguments():
-  from experiments import reproduce
-  with pytest.raises(ValueError, match="unknown run"):
-    reproduce._check(["vae_k2"], [])
-  with pytest.raises(ValueError, match="--config"):
-    reproduce._check(["vae_k1"], ["--epochs=3"])
-  assert reproduce.train_command("vae_static", 7, "w", ["--config.seed=1"]) == [
-      "python", "-m", "experiments.train", "--config=experiments/configs/iwae.py:k=1,static=1,epochs=7",
-      "--config.seed=1", "--workdir=w"]
