@@ -25,7 +25,10 @@ from vae_jax.run import train
 from vae_jax.run import training
 from vae_jax.models import vae as vae_lib
 
-MODEL = vae_lib.VAE(hidden_widths=(16,), latent_dim=2)
+# A two-layer model with a VampPrior: the step and the evaluation of every part, on 1 and 8 devices
+# (the training-command test below runs the default one-layer model).
+MODEL = vae_lib.VAE(hidden_widths=(16,), latent_dim=4, upper_latent_dims=(2,), upper_hidden_widths=(2,),
+                    prior="vampprior", prior_components=4)
 RUN = {"training__num_epochs": 1, "eval__num_examples": 100}   # one epoch of 16 steps, shortened eval
 
 
