@@ -46,3 +46,23 @@ def test_family_trains_checkpoints_and_resumes_bit_identically(family, raw_data,
   assert len(averaged) == (len(params) if "ema" in family else 0)
   saved = json.loads((reference / "config.json").read_text())
   assert saved["model"]["prior"] == ("vampprior" if "vampprior" in family else "standard_normal")
+
+
+@pytest.mark.parametrize("config, flags, message", [
+    ("experiments/configs/vampprior.py:layers=1", ("--config.model.prior_components=0",),
+     "error: model.prior_components=0: a vampprior prior needs K ≥ 1 components"),
+    ("experiments/configs/iwae.py:k=1,estimator=dreg", (), "error: objective.estimator='dreg' is the IWAE"),
+    ("experiments/configs/flow.py:kind=iaf", ("--config.objective.estimator=stl",),
+     "error: objective.estimator='stl' needs log q(z|x) at any z"),
+    ("experiments/configs/autoencoder.py", ("--config.model.flow=iaf", "--config.model.flow_length=2"),
+     "error: model.flow='iaf': a deterministic autoencoder"),
+    ("experiments/configs/iwae.py:layers=3", (), "layers must be 1 or 2"),
+])
+def test_family_that_makes_no_sense_is_one_line_before_anything_is_written(config, flags, message, tmp_path):
+  import sys
+  workdir = tmp_path / "run"
+  result = run([sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={workdir}", *flags])
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+  assert not workdir.exists()

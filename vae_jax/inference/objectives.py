@@ -73,7 +73,7 @@ def check_estimator(model: vae_lib.VAE, objective: str, estimator: str) -> None:
     raise ValueError("objective.estimator='dreg' is the IWAE bound's estimator; set"
                      " objective.name='iwae' or use estimator 'stl' or 'reparam' with the ELBO.")
   if model.flow != "none":
-    raise ValueError(f"objective.estimator={estimator!r} needs log q(z|x) at any z, which a"
+    raise ValueError(f"objective.estimator={estimator!r} needs log q(z|x) at any z, which the"
                      f" {model.flow} flow posterior does not give; use estimator 'reparam'.")
 
 
