@@ -96,7 +96,7 @@ def _start(command: list[str], workdir: str, env: dict, device: str,
 def run_all(runs, epochs: int, root: str, parallel: int, extra=()) -> list[str]:
   """Trains the unfinished runs, `parallel` processes at a time; returns the failed workdirs."""
   todo = [(r, os.path.join(root, f"{r}_e{epochs}")) for r in runs]
-  todo = [(r, w) for r, w in todo if not os.path.exists(os.path.join(w, "results.json"))]
+  todo = [(r, w) for r, w in todo if metrics_lib.read_results(os.path.join(w, "results.json")) is None]
   env = dict(os.environ)
   if parallel > 1:   # JAX preallocates 75% of a GPU per process otherwise
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.2f}")
@@ -144,7 +144,8 @@ def collect(root: str) -> list[dict]:
     found = [(int(m.group(1) or 0), w) for w in glob.glob(os.path.join(root, f"{run}*"))
              if (m := re.fullmatch(rf"{run}(?:_e(\d+))?", os.path.basename(w)))]
     for _, workdir in sorted(found):
-      results, config = _read(os.path.join(workdir, "results.json")), _read(os.path.join(workdir, "config.json"))
+      results = metrics_lib.read_results(os.path.join(workdir, "results.json"))
+      config = _read(os.path.join(workdir, "config.json"))
       if results is None or config is None:
         continue
       launch = _read(os.path.join(workdir, "launch.json")) or _read(os.path.join(workdir, "run.json")) or {}
