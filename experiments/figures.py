@@ -53,7 +53,8 @@ def train_command(name: str, runs_root: str) -> list[str]:
 
 def train_missing(workdir: str, command: list[str]) -> None:
   """Runs `command` (output to <workdir>/train.log) unless workdir holds results.json."""
-  if os.path.exists(os.path.join(workdir, "results.json")):
+  from vae_jax.run import metrics  # pylint: disable=g-import-not-at-top
+  if metrics.read_results(os.path.join(workdir, "results.json")) is not None:
     return
   os.makedirs(workdir, exist_ok=True)
   print(f"training {workdir}: {shlex.join(command)}", flush=True)
@@ -109,8 +110,8 @@ def draw_run(workdir: str, out: str, command: str | None = None,
     records = [dict(name="curves", description="training loss, validation and test scores against the"
                     " step (no checkpoint kept: curves only)",
                     **figures.save(figures.curves(metrics.read_metrics(metrics_path)), target, "curves"))]
-  recorded = {}
-  for file in ("results.json", "launch.json", "run.json", "entry.json"):
+  recorded = {"results.json": metrics.read_results(os.path.join(workdir, "results.json"))}
+  for file in ("launch.json", "run.json", "entry.json"):
     if os.path.exists(os.path.join(workdir, file)):
       with open(os.path.join(workdir, file)) as f:
         recorded[file] = json.load(f)

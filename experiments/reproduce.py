@@ -269,7 +269,7 @@ def run_cells(cells: list[Cell], epochs: int, root: str, *, tag: str = "", extra
     workdir = os.path.join(root, f"{cell.name}{'_' + tag if tag else ''}_e{epochs}")
     budget = cell.budget_s if budget_s < 0 else budget_s
     launch = _read(os.path.join(workdir, "launch.json")) or {}
-    if os.path.exists(os.path.join(workdir, "results.json")):
+    if metrics_lib.read_results(os.path.join(workdir, "results.json")) is not None:
       finished.append((cell, workdir))
     elif budget and used_s(launch) >= budget:
       problems.append(f"{cell.name}: its budget of {budget:.0f} s is used up ({used_s(launch):.0f} s,"
@@ -303,7 +303,7 @@ def run_cells(cells: list[Cell], epochs: int, root: str, *, tag: str = "", extra
         _end(session, None)
       running.remove(session)
       last = session.launch["sessions"][-1]
-      done = os.path.exists(os.path.join(session.workdir, "results.json"))
+      done = metrics_lib.read_results(os.path.join(session.workdir, "results.json")) is not None
       print(f"{session.cell.name}: {'done' if done else last['stopped'] or 'FAILED'} after"
             f" {last['wall_s']:.0f} s, step {last['end_step']} (log: {session.workdir}/train.log)", flush=True)
       if done:
@@ -468,7 +468,7 @@ def table_row(folder: str) -> dict:
   """The table's record of one run, every number read from its files."""
   from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   name = os.path.basename(os.path.normpath(folder))
-  results, config = _read(os.path.join(folder, "results.json")), workdir_lib.load_config(folder)
+  results, config = metrics_lib.read_results(os.path.join(folder, "results.json")), workdir_lib.load_config(folder)
   launch = _read(os.path.join(folder, "launch.json")) or _read(os.path.join(folder, "run.json")) or {}
   cell = CELLS.get(identify(launch.get("command")))
   time_s = training_time_s(launch, results) if launch.get("sessions") else results["train_wall_time_s"]

@@ -30,6 +30,7 @@ import time
 from absl import flags
 
 from experiments import cli
+from vae_jax.run import metrics as metrics_lib
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and get_sweep(), as path[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder that receives one sub-workdir per point.")
@@ -159,7 +160,7 @@ def main(argv):
   config, points = load_sweep(config_arg)
   names = check_points(config, points)
   todo = [(point, name) for point, name in zip(points, names)
-          if not os.path.exists(os.path.join(workdir, name, "results.json"))]
+          if metrics_lib.read_results(os.path.join(workdir, name, "results.json")) is None]
   if _DRY_RUN.value:
     for point, name in todo:
       print(shlex.join(command(config_arg, point, os.path.join(workdir, name), python="python")))

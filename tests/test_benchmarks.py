@@ -12,6 +12,9 @@ from benchmarks import report
 from benchmarks import timing
 from vae_jax.models import distributions
 
+# Shown by `pytest -rs` (pytest.ini) whenever these tests do not run; .ci/run installs torch.
+TORCH_MISSING = "torch not installed: pip install -e '.[bench]' to test against the PyTorch reference"
+
 
 def test_flops_count_every_layer_of_encoder_and_decoder():
   # 784-200-200-50: encoder 784·200 + 200·200 + 200·100, decoder 50·200 + 200·200 + 200·784.
@@ -52,7 +55,7 @@ def test_report_judges_goals_from_the_measurements():
 @pytest.mark.parametrize("config_name", ["iwae", "default"])
 def test_torch_reference_loss_equals_vae_jax_at_zero_noise(config_name, monkeypatch):
   """Same θ, ε = 0: the reference's loss is −mean(log p(x|μ) − KL) computed by vae_jax."""
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip("torch", reason=TORCH_MISSING)
   from benchmarks import torch_reference
   config = jax_steps.experiment_config(jax_steps.Case("c", config_name, 4))
   model = build.build_model(config)
@@ -77,7 +80,7 @@ def test_torch_reference_loss_equals_vae_jax_at_zero_noise(config_name, monkeypa
 
 
 def test_torch_reference_initialisation_scales_match_vae_jax():
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip("torch", reason=TORCH_MISSING)
   from benchmarks import torch_reference
   reference = torch_reference.MlpVae(784, (512, 256), 32, "relu")
   first, last = reference.encoder[0].weight, reference.encoder[-1].weight

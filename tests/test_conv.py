@@ -135,3 +135,45 @@ def test_convolve_matches_lax_conv(shape, kernel_size, stride):
   expected = jax.lax.conv_general_dilated(x[None], kernel, (stride, stride), "SAME",
                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
   np.testing.assert_allclose(conv.convolve(kernel, x, stride), expected, rtol=1e-4, atol=1e-4)
+
+
+def _conv_transpose_by_loop(kernel, h, stride):
+  """Wᵀ h for the `_conv_by_loop` convolution W: [sH, sW, C'] → [H, W, C], as an overlap-add:
+  every input position (i, j) adds K[a, b] h[i, j] at output (s i + a − pad, s j + b − pad)."""
+  k = kernel.shape[0]
+  height, width = h.shape[0] * stride, h.shape[1] * stride
+  _, pad_h = _same_padding(height, k, stride)
+  _, pad_w = _same_padding(width, k, stride)
+  out = np.zeros((height, width, kernel.shape[2]))
+  for i in range(h.shape[0]):
+    for j in range(h.shape[1]):
+      for a in range(k):
+        for b in range(k):
+          row, col = stride * i + a - pad_h, stride * j + b - pad_w
+          if 0 <= row < height and 0 <= col < width:
+            out[row, col] += kernel[a, b] @ h[i, j]
+  return out
+
+
+@pytest.mark.parametrize("output_shape,channels,hidden,kernel_size", [
+    ((8, 8, 1), (2, 3), (5,), 4), ((8, 4, 2), (3,), (), 3), ((16, 8, 1), (2, 2), (6, 4), 4)])
+def test_conv_decoder_matches_a_hand_computation(output_shape, channels, hidden, kernel_size):
+  """g(z) written out with numpy: relu dense layers, reshape, relu transposed convs, and an
+  affine last layer (logits can be negative: a ReLU there would make this fail)."""
+  key = jax.random.key(5)
+  theta = conv.init_conv_decoder(key, 3, output_shape, channels, hidden, kernel_size=kernel_size)
+  rng = np.random.default_rng(5)   # random biases too (init sets them to 0)
+  theta = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), theta)
+  z = rng.normal(size=3)
+  h = z
+  for weight, bias in theta["dense"]:
+    h = np.maximum(np.asarray(weight, np.float64) @ h + np.asarray(bias), 0.0)
+  depth = len(channels)
+  h = h.reshape(output_shape[0] // 2 ** depth, output_shape[1] // 2 ** depth, channels[-1])
+  for i, (kernel, bias) in enumerate(theta["conv_transpose"]):
+    h = _conv_transpose_by_loop(np.asarray(kernel, np.float64), h, 2) + np.asarray(bias)
+    if i < depth - 1:
+      h = np.maximum(h, 0.0)
+  got = conv.conv_decoder(theta, jnp.asarray(z, jnp.float32), output_shape)
+  assert got.shape == output_shape and h.min() < 0
+  np.testing.assert_allclose(got, h, rtol=1e-4, atol=1e-4 * np.abs(h).max())

@@ -1,6 +1,7 @@
 """Unit tests of vae_jax.datasets.data on tfds.testing.mock_data: no files, no network."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -96,13 +97,20 @@ def test_binarized_mock_needs_binary_pixels(tmp_path):
 # ------------------------------------------------- npz cache and raw-file check
 
 
-def _write_fake_cache(data_dir, tfds_name="mnist", n=30):
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, size=(n, 784), dtype=np.uint8)
-  labels = rng.integers(0, 10, size=n).astype(np.int32)
-  for split in data.SPLITS:
-    raw_data.write_cache(raw_data.cache_path(str(data_dir), tfds_name, split), images, labels)
+def _fake_split(split, seed=0):
+  """Arrays of a real split's size and type (the cache is checked against them); cheap to compress."""
+  n = data.SPLIT_SIZES[split]
+  images = np.tile(np.random.default_rng(seed).integers(0, 256, size=(1, 784), dtype=np.uint8), (n, 1))
+  images[:, 0] = np.arange(n) % 256    # rows differ
+  labels = (np.arange(n) % 10).astype(np.int32)
   return images, labels
+
+
+def _write_fake_cache(data_dir, tfds_name="mnist"):
+  """Writes a fake cache of every split; returns the arrays of "train"."""
+  for split in data.SPLITS:
+    raw_data.write_cache(raw_data.cache_path(str(data_dir), tfds_name, split), *_fake_split(split))
+  return _fake_split("train")
 
 
 def test_cache_is_read_and_memoised(tmp_path):
@@ -123,7 +131,7 @@ def test_cached_load_does_not_import_tensorflow(tmp_path):
   code = (
       "import sys; from vae_jax.datasets import data; "
       f"s = data.load_split('mnist', 'test', data_dir={str(tmp_path)!r}); "
-      "assert s.images.shape == (30, 784); "
+      "assert s.images.shape == (10000, 784); "
       "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
   env = {k: v for k, v in os.environ.items() if k != data.RAW_DATA_ENV}
   subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120,
@@ -141,6 +149,117 @@ def test_missing_raw_files_fail_fast(tmp_path):
   message = str(err.value)
   assert "\n" not in message and str(raw) in message
   assert "t10k-labels-idx1-ubyte.gz" in message and "train-labels-idx1-ubyte.gz" in message
+
+
+def _corrupt(split, binary):
+  """(name -> arrays) of caches that are wrong in one way each (issue 18, class 7)."""
+  images, labels = _fake_split(split)
+  n = len(images)
+  if binary:
+    images = images % 2
+  cases = {
+      "float_images_in_0_1": (images.astype(np.float32) / 255, labels),
+      "images_28x28": (images.reshape(n, 28, 28), labels),
+      "too_few_images": (images[:30], labels[:30]),
+      "too_many_images": (np.concatenate([images, images[:5]]), np.concatenate([labels, labels[:5]])),
+      "int64_images": (images.astype(np.int64), labels),
+  }
+  if binary:
+    cases.update(pixels_255=(images * 255, None), labels_present=(images, labels))
+  else:
+    cases.update(binary_pixels=(images % 2, labels), no_labels=(images, None),
+                 label_10=(images, labels + 1), float_labels=(images, labels.astype(np.float32)),
+                 labels_2d=(images, labels[:, None]))
+  return cases
+
+
+@pytest.mark.parametrize("name,case", [
+    (name, case) for name in ("mnist", "binarized_mnist")
+    for case in _corrupt("test", name == "binarized_mnist")])
+def test_a_wrong_cache_is_never_used(tmp_path, name, case):
+  """A cache of the wrong dtype, range, shape, count or labels is rebuilt; here it cannot be
+  (no raw files), so loading stops with one line instead of returning the wrong arrays."""
+  images, labels = _corrupt("test", name == "binarized_mnist")[case]
+  path = raw_data.cache_path(str(tmp_path), name, "test")
+  raw_data.write_cache(path, images, labels)
+  before = open(path, "rb").read()
+  with pytest.warns(UserWarning, match=f"data cache {path} holds .*; rebuilding it"):
+    with pytest.raises(data.DataError, match="missing from") as err:
+      data.load_split(name, "test", data_dir=tmp_path, raw_data_dir=tmp_path / "no_raw_files")
+  assert "\n" not in str(err.value)
+  assert open(path, "rb").read() == before   # not rebuilt, so not touched
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file", b"PK\x03\x04 truncated"])
+def test_an_unreadable_cache_is_rebuilt(tmp_path, content):
+  path = raw_data.cache_path(str(tmp_path), "mnist", "validation")
+  os.makedirs(os.path.dirname(path))
+  open(path, "wb").write(content)
+  with pytest.raises(data.DataError, match="missing from"):
+    data.load_split("mnist", "validation", data_dir=tmp_path, raw_data_dir=tmp_path / "none")
+
+
+def test_valid_fake_cache_passes_the_check():
+  for split in data.SPLITS:
+    assert data.arrays_problem(*_fake_split(split), split, binary=False) is None
+    assert data.arrays_problem(_fake_split(split)[0] % 2, None, split, binary=True) is None
+
+
+@pytest.mark.parametrize("bad_split", ["validation", "test"])
+def test_a_bad_cache_stops_training_before_the_workdir_is_written(tmp_path, bad_split):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import train  # pylint: disable=g-import-not-at-top
+  _write_fake_cache(tmp_path / "tfds")
+  images, labels = _fake_split(bad_split)
+  raw_data.write_cache(raw_data.cache_path(str(tmp_path / "tfds"), "mnist", bad_split),
+                       images.reshape(-1, 28, 28), labels)
+  config = tiny_config(tmp_path / "no_raw_files", tmp_path / "tfds")
+  with pytest.warns(UserWarning, match=f"mnist-{bad_split}.npz holds images of shape"):
+    with pytest.raises(data.DataError, match="missing from"):
+      train.train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not (tmp_path / "workdir").exists()
+
+
+# ---------------------------------------- offline, no raw files (issue 18, class 8)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+  """Every internet connection attempt fails at once, as on a machine without network."""
+  def refuse(sock, address):
+    raise OSError(f"network unreachable: {address}")
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.mark.parametrize("name", ["mnist", "binarized_mnist"])
+def test_offline_without_raw_files_fails_in_seconds_naming_the_variable(tmp_path, offline, name):
+  start = time.monotonic()
+  with pytest.raises(data.DataError) as err:
+    data.load_split(name, "test", data_dir=tmp_path / "tfds")
+  assert time.monotonic() - start < raw_data.PROBE_TIMEOUT_S + 10
+  message = str(err.value)
+  assert "\n" not in message and "$VAE_JAX_RAW_DATA_DIR" in message
+  assert all(f in message for f in raw_data.RAW_FILES[name])
+  assert not (tmp_path / "tfds").exists()   # nothing half-prepared, not even the folder
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path, offline, monkeypatch):
+  """The host answered the probe but the download broke: one line, and TFDS's folders removed."""
+  import requests  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(raw_data, "reachable", lambda url: True)
+  (tmp_path / "tfds" / "downloads" / "other").mkdir(parents=True)   # not ours: kept
+
+  def broken_download(builder, download_dir, download_config):
+    del download_config
+    os.makedirs(download_dir)
+    os.makedirs(os.path.join(str(tmp_path / "tfds"), "mnist", "incomplete.ABC_3.0.1"))
+    raise requests.exceptions.ConnectionError("Max retries exceeded with url: /mnist/")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", broken_download)
+  with pytest.raises(data.DataError, match=r"download failed \(ConnectionError\); set \$VAE_JAX_RAW"):
+    data.load_split("mnist", "test", data_dir=tmp_path / "tfds")
+  assert sorted(os.listdir(tmp_path / "tfds")) == ["downloads", raw_data.CACHE_DIRNAME]
+  assert os.listdir(tmp_path / "tfds" / "downloads") == ["other"]
 
 
 # -------------------------------------------------------------------- batching

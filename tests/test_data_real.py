@@ -134,3 +134,68 @@ def test_truncated_raw_file_gives_checksum_error(raw_data, tmp_path):
     data.load_split("fashion_mnist", "test", data_dir=tmp_path / "tfds",
                     raw_data_dir=tmp_path / "raw")
   assert "\n" not in str(err.value) and str(truncated) in str(err.value)
+  # A failed preparation leaves none of the folders it created (issue 18, class 8).
+  assert not (tmp_path / "tfds" / "fashion_mnist").exists()
+  assert not (tmp_path / "tfds" / "downloads" / "fashion_mnist").exists()
+
+
+# ----------------------------------- damaged cache and prepared data (issue 18, class 7)
+
+
+@pytest.fixture
+def private_mnist(load, data_dir, tmp_path):
+  """A copy of the prepared MNIST (TFDS files only, no cache) in a data_dir of this test."""
+  load("mnist", "test")  # prepared in the shared data_dir
+  shutil.copytree(os.path.join(data_dir, "mnist"), tmp_path / "tfds" / "mnist")
+  return tmp_path / "tfds"
+
+
+def test_a_float_cache_is_rebuilt_from_the_prepared_data(load, private_mnist, raw_data):
+  """Images in [0, 1] stored as floats would train on images / 255; the cache is rebuilt instead."""
+  expected = load("mnist", "test")
+  path = raw_lib.cache_path(str(private_mnist), "mnist", "test")
+  raw_lib.write_cache(path, expected.images, expected.labels)   # float32 in [0, 1]
+  with pytest.warns(UserWarning, match="images of dtype float32, expected uint8"):
+    got = data.load_split("mnist", "test", data_dir=private_mnist, raw_data_dir=raw_data)
+  np.testing.assert_array_equal(got.images, expected.images)
+  np.testing.assert_array_equal(got.labels, expected.labels)
+  images, labels = raw_lib.read_cache(path)
+  assert images.dtype == np.uint8 and images.shape == (10_000, 784) and images.max() == 255
+
+
+def _truncate_test_shard(folder):
+  shard, = (folder / "mnist").glob("*/mnist-test.tfrecord-*")
+  shard.write_bytes(shard.read_bytes()[:100_000])
+
+
+def _garble_test_shard(folder):
+  shard, = (folder / "mnist").glob("*/mnist-test.tfrecord-*")
+  content = bytearray(shard.read_bytes())
+  content[500_000:501_000] = b"x" * 1000
+  shard.write_bytes(bytes(content))
+
+
+def _remove_test_shard(folder):
+  shard, = (folder / "mnist").glob("*/mnist-test.tfrecord-*")
+  shard.unlink()
+
+
+def _garble_dataset_info(folder):
+  info, = (folder / "mnist").glob("*/dataset_info.json")
+  info.write_text("garbage")
+
+
+@pytest.mark.parametrize("damage", [_truncate_test_shard, _garble_test_shard, _remove_test_shard,
+                                    _garble_dataset_info])
+def test_damaged_prepared_data_is_one_line_naming_the_folder_to_delete(private_mnist, raw_data, damage):
+  damage(private_mnist)
+  with pytest.raises(data.DataError) as err:
+    data.load_split("mnist", "test", data_dir=private_mnist, raw_data_dir=raw_data)
+  message = str(err.value)
+  assert "\n" not in message and len(message) < 400
+  assert f"the prepared dataset under {private_mnist / 'mnist'} cannot be read" in message
+  assert "delete that folder to prepare it again" in message
+  if damage is _truncate_test_shard:   # The way out works: delete, load again.
+    shutil.rmtree(private_mnist / "mnist")
+    assert data.load_split("mnist", "test", data_dir=private_mnist, raw_data_dir=raw_data).images.shape == (
+        10_000, 784)

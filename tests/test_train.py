@@ -139,3 +139,89 @@ def test_checkpoints_kept_every_n_steps_restore_the_state_of_that_step(
   short, _ = checkpoints_lib.CheckpointStore(str(tmp_path / "short")).restore_latest(target)
   for a, b in zip(jax.tree_util.tree_leaves(kept.params), jax.tree_util.tree_leaves(short.params)):
     np.testing.assert_array_equal(a, b)
+
+
+# -- paths no test walked before (issue 18, "Tests that would catch the bug") ---------------
+
+
+def test_dynamic_binarization_the_step_sees_fresh_binary_batches(raw_data, tfds_data_dir, tmp_path,
+                                                                 monkeypatch):
+  """dynamic_binarized_mnist: every step's batch is 0/1, drawn ~ Bernoulli(intensity), new each step."""
+  from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
+  from vae_jax.inference import objectives  # pylint: disable=g-import-not-at-top
+  seen, original = [], objectives.batch_loss
+
+  def recording(model, params, batch, key, **kwargs):
+    jax.debug.callback(lambda b: seen.append(np.asarray(b)), batch, ordered=True)
+    return original(model, params, batch, key, **kwargs)
+
+  monkeypatch.setattr(objectives, "batch_loss", recording)
+  # One batch of the same 32 images per epoch (in a new order), 6 epochs: 6 steps.
+  config = tiny_config(raw_data, tfds_data_dir, data__name="dynamic_binarized_mnist", data__train_subset=32,
+                       training__num_epochs=6, eval__num_examples=100, eval__is_num_samples=0)
+  train.train_and_evaluate(config, str(tmp_path))
+  intensities = splits.load_data(config, "train").images
+  assert len(seen) == 6 and 0 < intensities.mean() and len(np.unique(intensities)) > 100
+  by_image = []
+  for epoch, batch in enumerate(seen):
+    assert batch.shape == (32, 784) and set(np.unique(batch)) == {0.0, 1.0}
+    p = intensities[data.epoch_permutation(config.seed, epoch, 32)]
+    assert np.all(batch[p == 0] == 0) and np.all(batch[p == 1] == 1)
+    grey = (p > 0) & (p < 1)
+    assert abs(batch[grey].mean() - p[grey].mean()) < 0.05   # ~3000 grey pixels: sd ≈ 0.009
+    by_image.append(batch[np.argsort(data.epoch_permutation(config.seed, epoch, 32))])
+  for a, b in zip(by_image, by_image[1:]):   # each image binarised anew at every step
+    assert np.all((a != b).sum(axis=1) > 0)
+
+
+def test_dynamic_binarization_evaluation_splits_are_binary_and_fixed(raw_data, tfds_data_dir):
+  config = tiny_config(raw_data, tfds_data_dir, data__name="dynamic_binarized_mnist", eval__num_examples=500)
+  grey_config = tiny_config(raw_data, tfds_data_dir, data__name="mnist", eval__num_examples=500)
+  for split in ("validation", "test"):
+    binary = splits.load_data(config, split).images
+    p = splits.load_data(grey_config, split).images
+    assert binary.shape == p.shape == (500, 784) and set(np.unique(binary)) == {0.0, 1.0}
+    assert np.all(binary[p == 0] == 0) and np.all(binary[p == 1] == 1)
+    grey = (p > 0) & (p < 1)
+    assert abs(binary[grey].mean() - p[grey].mean()) < 0.02
+    # Fixed: the same binary images whatever the run's seed, on every load.
+    np.testing.assert_array_equal(binary, splits.load_data(config, split).images)
+    config.seed = 5
+    np.testing.assert_array_equal(binary, splits.load_data(config, split).images)
+    config.seed = 0
+
+
+def test_kl_warmup_inside_the_step(raw_data, tfds_data_dir, tmp_path):
+  """Logged β at step t is β · min(1, (t − 1) / W) (update t uses step count t − 1), and the loss
+  the step minimised is −(recon − β_t · kl) with that β."""
+  config = tiny_config(raw_data, tfds_data_dir, training__num_epochs=1, objective__beta=0.5,
+                       objective__kl_warmup_steps=10, eval__is_num_samples=0)
+  train.train_and_evaluate(config, str(tmp_path))
+  records = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
+  assert [r["step"] for r in records] == list(range(1, 17))
+  np.testing.assert_allclose([r["beta"] for r in records], [0.5 * min(1.0, (t - 1) / 10) for t in range(1, 17)],
+                             rtol=1e-6, atol=1e-7)
+  for r in records:
+    np.testing.assert_allclose(r["loss"], -(r["recon"] - r["beta"] * r["kl"]), rtol=1e-5)
+  assert records[0]["kl"] > 0 and records[0]["loss"] == pytest.approx(-records[0]["recon"], rel=1e-6)
+
+
+def test_tensorboard_events_hold_every_metrics_record(raw_data, tfds_data_dir, tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  config = tiny_config(raw_data, tfds_data_dir, training__num_epochs=1, training__tensorboard=True)
+  train.train_and_evaluate(config, str(tmp_path))
+  events = {}
+  for path in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+  expected = {}
+  for record in map(json.loads, open(tmp_path / "metrics.jsonl")):
+    for name, value in record.items():
+      if name not in ("step", "split"):
+        expected[(f"{record['split']}/{name}", record["step"])] = value
+  expected[("test/step", 16)] = 16   # results.json's "step", a scalar like the others
+  assert {"train/loss", "validation/neg_elbo", "test/nll"} <= {tag for tag, _ in events}
+  assert sorted(events) == sorted(expected)
+  for key, value in expected.items():
+    assert events[key] == pytest.approx(value, rel=1e-6), key

@@ -45,6 +45,8 @@ from vae_jax.datasets.raw_data import RAW_DATA_ENV, DataError  # pylint: disable
 DATASETS = ("mnist", "fashion_mnist", "binarized_mnist", "dynamic_binarized_mnist")
 SPLITS = ("train", "validation", "test")
 VALIDATION_SIZE = 10_000
+# Examples per split of every real dataset (mock data aside): MNIST's 60000 are 50000 + 10000.
+SPLIT_SIZES = {"train": 50_000, "validation": VALIDATION_SIZE, "test": 10_000}
 IMAGE_SHAPE = (28, 28, 1)
 INPUT_DIM = 28 * 28
 
@@ -133,17 +135,67 @@ def load_split(name, split, *, data_dir=None, raw_data_dir=None):
   return _load_cached(tfds_name, split, data_dir, raw_dir, info.binary)
 
 
+def arrays_problem(images, labels, split, binary):
+  """What is wrong with the uint8 arrays of a real split (cache or TFDS), or None.
+
+  Args:
+    images: should be uint8 [SPLIT_SIZES[split], 784]; pixels 0..255 (some
+      above 1), or only 0/1 when `binary`.
+    labels: int [N] in 0..9, or None exactly when `binary`.
+    split: one of `SPLITS`.
+    binary: binarized_mnist.
+
+  Returns:
+    A short description of the first problem found, or None.
+  """
+  size = SPLIT_SIZES[split]
+  if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+    return f"images of dtype {getattr(images, 'dtype', type(images).__name__)}, expected uint8 pixels"
+  if images.shape != (size, INPUT_DIM):
+    return f"images of shape {images.shape}, expected ({size}, {INPUT_DIM})"
+  high = int(images.max())
+  if binary and high > 1:
+    return f"pixel values up to {high}, expected 0/1"
+  if not binary and high <= 1:
+    return f"pixel values only 0/1, expected intensities 0..255"
+  if binary != (labels is None):
+    return "labels present, expected none" if binary else "no labels, expected 10 classes"
+  if labels is not None:
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (size,):
+      return f"labels of dtype {labels.dtype} and shape {labels.shape}, expected int ({size},)"
+    if labels.min() < 0 or labels.max() > 9:
+      return f"labels in [{labels.min()}, {labels.max()}], expected 0..9"
+  return None
+
+
+def _read_valid_cache(path, split, binary):
+  """The arrays of a cache file, or None if it is missing, unreadable or wrong (then rebuilt)."""
+  arrays = raw_data.read_cache(path)
+  problem = arrays is not None and arrays_problem(*arrays, split, binary)
+  if problem:
+    warnings.warn(f"vae_jax: the data cache {path} holds {problem}; rebuilding it from the"
+                  " prepared TFDS data")
+    return None
+  return arrays
+
+
 @functools.lru_cache(maxsize=16)
 def _load_cached(tfds_name, split, data_dir, raw_dir, binary):
-  """`load_split` through the npz cache, memoised in-process."""
+  """`load_split` through the npz cache (checked on every read), memoised in-process."""
   path = raw_data.cache_path(data_dir, tfds_name, split)
-  arrays = raw_data.read_cache(path)
+  arrays = _read_valid_cache(path, split, binary)
   if arrays is None:
+    raw_data.check_source(tfds_name, data_dir, raw_dir)  # before the lock creates any folder
     with raw_data.cache_lock(data_dir, tfds_name):
-      arrays = raw_data.read_cache(path)  # Another process may have written it.
+      arrays = _read_valid_cache(path, split, binary)  # Another process may have written it.
       if arrays is None:
         loaded = _read_from_tfds(tfds_name, split, data_dir, raw_dir)
         for our_split, (images, labels) in loaded.items():
+          problem = arrays_problem(images, labels, our_split, binary)
+          if problem:
+            raise DataError(
+                f"{tfds_name}: the TFDS data prepared under {data_dir} gives {our_split} {problem};"
+                f" delete {raw_data.prepared_dir(tfds_name, data_dir)} to prepare it again")
           try:
             raw_data.write_cache(
                 raw_data.cache_path(data_dir, tfds_name, our_split), images, labels)

@@ -13,12 +13,22 @@ A raw-file folder (for machines without internet) is laid out like
 
 TFDS finds each file there by name (``DownloadConfig(manual_dir=...)``) and
 checks its sha256 against the checksum list it ships.
+
+Failing early and cleanly (`check_source`, `prepared_builder`): missing raw
+files are named before TFDS runs; without a raw folder, the download host is
+probed for a few seconds before TFDS (whose retries take minutes) may try; a
+preparation that fails removes the folders it created; prepared data that
+TFDS cannot read gives one line naming the folder to delete.
 """
 
 import contextlib
 import os
 import re
+import shutil
+import socket
 import sys
+import threading
+import urllib.parse
 import uuid
 import zipfile
 
@@ -45,6 +55,13 @@ RAW_FILES = {
     "binarized_mnist": tuple(
         f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")),
 }
+# Where TFDS 4.9 downloads them from.
+DOWNLOAD_URLS = {
+    "mnist": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "binarized_mnist": "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",
+}
+PROBE_TIMEOUT_S = 5.0
 
 
 class DataError(ValueError):
@@ -84,6 +101,87 @@ def missing_raw_files(tfds_name, raw_dir):
   folder = os.path.join(raw_dir, tfds_name)
   return [f for f in RAW_FILES[tfds_name]
           if not os.path.isfile(os.path.join(folder, f))]
+
+
+def prepared_dir(tfds_name, data_dir):
+  """The folder where TFDS keeps the prepared `tfds_name` (deleting it makes TFDS prepare it again)."""
+  return os.path.join(data_dir, tfds_name)
+
+
+def _raw_files_hint(tfds_name):
+  return (f"set ${RAW_DATA_ENV} (or config.data.raw_data_dir) to a folder holding "
+          f"{tfds_name}/{{{','.join(RAW_FILES[tfds_name])}}}")
+
+
+def reachable(url, timeout=PROBE_TIMEOUT_S):
+  """Whether a TCP connection to the host of `url` opens within `timeout` seconds (DNS included)."""
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == "https" else 80)
+  opened = []
+
+  def connect():
+    try:
+      socket.create_connection((parts.hostname, port), timeout=timeout).close()
+      opened.append(True)
+    except OSError:
+      pass
+
+  thread = threading.Thread(target=connect, daemon=True)  # getaddrinfo has no timeout of its own
+  thread.start()
+  thread.join(timeout)
+  return bool(opened)
+
+
+def _unreadable(tfds_name, data_dir, err):
+  """DataError for prepared data that TFDS fails to read, naming the folder to delete."""
+  text = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]( name: )?", "", str(err)).strip().splitlines()
+  cause = f"{type(err).__name__}: {text[0].strip() if text else ''}".rstrip(": ")
+  return DataError(
+      f"{tfds_name}: the prepared dataset under {prepared_dir(tfds_name, data_dir)} cannot be read"
+      f" ({cause[:200]}); delete that folder to prepare it again from the raw files")
+
+
+def _builder(tfds_name, data_dir):
+  """`tfds.builder`, with damaged prepared metadata as a DataError."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return tfds.builder(tfds_name, data_dir=data_dir)
+  except Exception as err:  # pylint: disable=broad-except  (protobuf/JSON/OS errors of its files)
+    raise _unreadable(tfds_name, data_dir, err) from err
+
+
+def check_source(tfds_name, data_dir, raw_dir):
+  """Raises at once, writing nothing, if `tfds_name` is neither prepared nor obtainable.
+
+  Args:
+    tfds_name: "mnist", "fashion_mnist" or "binarized_mnist".
+    data_dir: absolute TFDS data_dir.
+    raw_dir: absolute raw-file folder, or None (TFDS downloads).
+
+  Returns:
+    The TFDS builder (see `prepared_builder`).
+
+  Raises:
+    DataError: raw files missing from `raw_dir`; or no `raw_dir` and the
+      download host cannot be reached within `PROBE_TIMEOUT_S` seconds.
+  """
+  builder = _builder(tfds_name, data_dir)
+  if tfds_is_mocked() or builder.is_prepared():
+    return builder
+  if raw_dir is not None:
+    folder = os.path.join(raw_dir, tfds_name)
+    missing = missing_raw_files(tfds_name, raw_dir)
+    if missing:
+      raise DataError(
+          f"{tfds_name}: raw file(s) {', '.join(missing)} missing from {folder}; "
+          f"put the original files there (all of: {', '.join(RAW_FILES[tfds_name])}) "
+          f"or unset raw_data_dir/${RAW_DATA_ENV} to download with TFDS")
+  elif not reachable(DOWNLOAD_URLS[tfds_name]):
+    host = urllib.parse.urlsplit(DOWNLOAD_URLS[tfds_name]).hostname
+    raise DataError(
+        f"{tfds_name} is not prepared under {data_dir} and {host} cannot be reached (offline?);"
+        f" {_raw_files_hint(tfds_name)}")
+  return builder
 
 
 # ----------------------------------------------------------------------------
@@ -174,37 +272,40 @@ def prepared_builder(tfds_name, data_dir, raw_dir):
     The `tfds.core.DatasetBuilder`, ready for `as_dataset`.
 
   Raises:
-    DataError: raw files are missing (checked before TFDS could try the
-      network) or do not match TFDS's checksums.
+    DataError: see `check_source`; raw files that do not match TFDS's
+      checksums; a download that fails. A failed preparation leaves no
+      folder behind that it created.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(tfds_name, data_dir=data_dir)
-  config = None
-  if raw_dir is not None and not tfds_is_mocked():
-    folder = os.path.join(raw_dir, tfds_name)
-    missing = missing_raw_files(tfds_name, raw_dir)
-    if missing and not builder.is_prepared():
-      raise DataError(
-          f"{tfds_name}: raw file(s) {', '.join(missing)} missing from {folder}; "
-          f"put the original files there (all of: {', '.join(RAW_FILES[tfds_name])}) "
-          f"or unset raw_data_dir/${RAW_DATA_ENV} to download with TFDS")
-    config = tfds.download.DownloadConfig(manual_dir=folder)
+  builder = check_source(tfds_name, data_dir, raw_dir)
   _import_tensorflow()
-  if tfds_is_mocked():  # download_and_prepare is a no-op under the mock.
+  if tfds_is_mocked() or builder.is_prepared():  # download_and_prepare is a no-op under the mock.
     return builder
+  config = None
+  if raw_dir is not None:
+    config = tfds.download.DownloadConfig(manual_dir=os.path.join(raw_dir, tfds_name))
+  # Own download_dir per dataset: extracted files are named after the archive
+  # and mnist/fashion_mnist share names, so a shared folder mixes them up.
+  created = [folder for folder in (os.path.join(data_dir, "downloads", tfds_name),
+                                   prepared_dir(tfds_name, data_dir))
+             if not os.path.exists(folder)]
   from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
   try:
-    # Own download_dir per dataset: extracted files are named after the archive
-    # and mnist/fashion_mnist share names, so a shared folder mixes them up.
-    builder.download_and_prepare(
-        download_dir=os.path.join(data_dir, "downloads", tfds_name),
-        download_config=config)
-  except download_manager.NonMatchingChecksumError as err:
-    match = re.search(r"downloaded to (.+?), has wrong checksum", str(err))
-    where = match.group(1) if match else str(err).splitlines()[0]
-    raise DataError(
-        f"{tfds_name}: raw file {where} does not match the checksum TFDS expects "
-        "(truncated or wrong file?); replace it with the original download") from err
+    builder.download_and_prepare(download_dir=os.path.join(data_dir, "downloads", tfds_name),
+                                 download_config=config)
+  except BaseException as err:
+    for folder in created:
+      shutil.rmtree(folder, ignore_errors=True)
+    if isinstance(err, download_manager.NonMatchingChecksumError):
+      match = re.search(r"downloaded to (.+?), has wrong checksum", str(err))
+      where = match.group(1) if match else str(err).splitlines()[0]
+      raise DataError(
+          f"{tfds_name}: raw file {where} does not match the checksum TFDS expects "
+          "(truncated or wrong file?); replace it with the original download") from err
+    if raw_dir is None and isinstance(err, Exception):
+      raise DataError(f"{tfds_name}: the download failed ({type(err).__name__});"
+                      f" {_raw_files_hint(tfds_name)}") from err
+    raise
   return builder
 
 
@@ -219,8 +320,11 @@ def read_tfds_split(builder, split):
     (images uint8 [N, 784], labels int32 [N] or None when the dataset has none).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  # Not batch_size=-1: under mock_data the split sizes are unknown.
-  parts = list(tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)))
+  try:
+    # Not batch_size=-1: under mock_data the split sizes are unknown.
+    parts = list(tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)))
+  except Exception as err:  # pylint: disable=broad-except  (TF's DataLossError, NotFoundError, ...)
+    raise _unreadable(builder.name, os.path.dirname(os.path.dirname(builder.data_dir)), err) from err
   images = np.concatenate([p["image"] for p in parts]).astype(np.uint8)
   images = images.reshape(len(images), -1)
   labels = None

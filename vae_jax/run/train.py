@@ -138,7 +138,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results_path = os.path.join(workdir, "results.json")
   model = build.build_model(config)
   info = data_lib.dataset_info(config.data.name)
-  train_images = splits.load_data(config, "train").images
+  # Every split is read (and its cache checked) before anything is written to the workdir.
+  train_images, validation, test = (splits.load_data(config, s).images for s in data_lib.SPLITS)
   steps_per_epoch = data_lib.num_batches(len(train_images), config.training.batch_size)
   total_steps = config.training.num_epochs * steps_per_epoch
   _prepare_workdir(config, workdir)
@@ -153,15 +154,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = restored
     logging.info("resuming from step %d", int(state.step))
   _write_config(config, workdir)
-  if int(state.step) >= total_steps and os.path.exists(results_path):
-    with open(results_path) as f:
-      return json.load(f)
+  finished = metrics_lib.read_results(results_path, move_damaged=primary)
+  if int(state.step) >= total_steps and finished is not None:
+    return finished
 
   step_fn = training.step_fn_from_config(config, model, optimizer)
   train_steps = training.jit_train_steps(step_fn)
   writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard)
             if primary else metrics_lib.NullWriter())
-  validation = splits.load_data(config, "validation").images
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   progress = _progress_bar(config, int(state.step), total_steps)
 
@@ -213,7 +213,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
   train_wall_time = time.time() - start
 
-  test = splits.load_data(config, "test").images
   scores = evaluation.evaluate(
       model, training.eval_params(state), test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
       num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,

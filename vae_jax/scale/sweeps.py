@@ -30,6 +30,8 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 import numpy as np
 
+from vae_jax.run import metrics as metrics_lib
+
 SEED_FIELD = "seed"
 # Final test metrics aggregated by default (keys of results.json).
 METRICS = ("neg_elbo", "nll", "recon", "kl", "skipped_updates", "train_wall_time_s")
@@ -144,10 +146,7 @@ def load_results(workdir: str, points: Sequence[dict]) -> list[dict]:
   records = []
   for point, name in zip(points, check_names(points)):
     path = os.path.join(workdir, name, "results.json")
-    results = None
-    if os.path.exists(path):
-      with open(path) as f:
-        results = json.load(f)
+    results = metrics_lib.read_results(path)
     records.append({"name": name, "point": dict(point), "results": results})
   return records
 
