@@ -76,18 +76,25 @@ IS_NLL_CASES = {"all": (jax_steps.CASES[0], jax_steps.CASES[2], jax_steps.FAMILY
                 "families": (jax_steps.CASES[0], jax_steps.FAMILY_CASES[0])}
 
 
+def reference_model_kwargs(config) -> dict:
+  """`torch_reference.Vae`'s arguments (but data_dim) for an experiment config's model and objective."""
+  model = config.model
+  return {"hidden_widths": model.hidden_widths,
+          "latent_dims": (model.latent_dim, *model.upper_latent_dims),
+          "activation": model.activation, "upper_hidden_widths": model.upper_hidden_widths,
+          "objective": config.objective.name, "num_samples": config.objective.num_samples}
+
+
 def torch_runner(case: jax_steps.Case, variant: str, num_steps: int):
   """`num_steps` steps of the PyTorch reference of `case` (variant as in --torch)."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
   config = jax_steps.experiment_config(case)
   threads = 1 if variant.endswith("1") else len(os.sched_getaffinity(0))
-  model = config.model
   step = torch_reference.make_step(
-      model.hidden_widths, (model.latent_dim, *model.upper_latent_dims), model.activation,
-      upper_hidden_widths=model.upper_hidden_widths, objective=config.objective.name,
-      num_samples=config.objective.num_samples, learning_rate=config.optimizer.learning_rate, eps=config.optimizer.eps,
-      betas=(config.optimizer.b1, config.optimizer.b2), compile=variant.startswith("compile"),
+      **reference_model_kwargs(config), learning_rate=config.optimizer.learning_rate,
+      eps=config.optimizer.eps, betas=(config.optimizer.b1, config.optimizer.b2),
+      compile=variant.startswith("compile"),
       dynamic_binarization=config.data.name == "dynamic_binarized_mnist")
   batches = torch.from_numpy(jax_steps.random_batches(num_steps, case.batch_size))
 

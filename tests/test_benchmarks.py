@@ -203,6 +203,20 @@ def test_torch_reference_gradient_equals_vae_jax(layers, objective, k):
   del torch
 
 
+@pytest.mark.parametrize("name", list(CASES_BY_NAME))
+def test_run_all_builds_the_reference_of_each_case(name):
+  """The torch model run_all times has vae_jax's parameter shapes, objective and k for every case."""
+  _torch()
+  from benchmarks import run_all
+  from benchmarks import torch_reference
+  config = jax_steps.experiment_config(CASES_BY_NAME[name])
+  kwargs = run_all.reference_model_kwargs(config)
+  reference = torch_reference.Vae(784, **kwargs)
+  shapes = jax.tree_util.tree_leaves(jax.eval_shape(build.build_model(config).init, jax.random.PRNGKey(0)))
+  assert sorted(tuple(p.shape) for p in reference.parameters()) == sorted(tuple(p.shape) for p in shapes)
+  assert (kwargs["objective"], kwargs["num_samples"]) == (config.objective.name, config.objective.num_samples)
+
+
 def test_torch_reference_initialisation_scales_match_vae_jax():
   _torch()
   from benchmarks import torch_reference
