@@ -34,23 +34,43 @@ from vae_jax.run import training
 
 
 class Case(NamedTuple):
-  """A benchmarked training step: an experiment config at a batch size."""
+  """A benchmarked training step: an experiment config (and its argument) at a batch size."""
   name: str
-  config: str          # "iwae" (784-200-200-50 tanh) or "default" (784-512-256-32 relu)
+  config: str          # "iwae" (experiments/configs/iwae.py) or "default" (784-512-256-32 relu)
   batch_size: int
+  arg: str = "k=1"     # the iwae config's argument
 
 
 CASES = (Case("784-200-200-50 tanh, B=20", "iwae", 20),
          Case("784-200-200-50 tanh, B=100", "iwae", 100),
          Case("784-512-256-32 relu, B=128", "default", 128))
+# The model families of issue 15 at the IWAE paper's batch 20.
+TWO_LAYERS = "2 layers 784-100-100-z100-50-50-z50 tanh"
+FAMILY_CASES = (Case(f"{TWO_LAYERS}, ELBO, B=20", "iwae", 20, "layers=2,k=1"),
+                Case("784-200-200-50 tanh, IWAE k=5, B=20", "iwae", 20, "objective=iwae,k=5"),
+                Case("784-200-200-50 tanh, IWAE k=50, B=20", "iwae", 20, "objective=iwae,k=50"))
 TRAIN_EXAMPLES = 50000   # one epoch of the MNIST training split
 
 
 def experiment_config(case: Case):
   """The experiment's ConfigDict with the case's batch size."""
-  config = iwae_configs.get_config("k=1") if case.config == "iwae" else default_configs.get_config()
+  config = iwae_configs.get_config(case.arg) if case.config == "iwae" else default_configs.get_config()
   config.training.batch_size = case.batch_size
   return config
+
+
+def model_networks(model) -> tuple[list, list]:
+  """(networks run once per example, networks run per latent sample), each a list of dense widths."""
+  per_sample = [model.decoder_widths, *(q.widths for q in model.upper_posteriors),
+                *(p.widths for p in model.conditional_priors)]
+  return [model.encoder_widths], per_sample
+
+
+def step_flops(case: Case) -> int:
+  """Matmul FLOPs of one training step of `case` (forward and backward)."""
+  config = experiment_config(case)
+  once, per_sample = model_networks(build.build_model(config))
+  return timing.vae_matmul_flops(once, per_sample, case.batch_size, config.objective.num_samples)
 
 
 def step_function(config) -> tuple[Callable, training.TrainState]:
@@ -133,6 +153,12 @@ def is_nll_runner(case: Case, num_images: int, num_samples: int = 5000,
   return lambda: evaluation.evaluate(
       model, params, images, jax.random.PRNGKey(1), batch_size=config.eval.batch_size,
       num_samples=num_samples, chunk_size=chunk_size)
+
+
+def is_nll_flops(case: Case, num_images: int, num_samples: int = 5000) -> int:
+  """Matmul FLOPs of `evaluate` with IS over `num_images` images: forward only, k + 1 samples (the ELBO's too)."""
+  once, per_sample = model_networks(build.build_model(experiment_config(case)))
+  return timing.vae_matmul_flops(once, per_sample, num_images, num_samples + 1, backward=False)
 
 
 def train_throughput(repeats: int, num_steps: int) -> dict:

@@ -54,18 +54,22 @@ def pair_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> dic
   return summary([a / b for a, b in zip(numerator, denominator)])
 
 
-def mlp_vae_matmul_flops(hidden_widths: Sequence[int], latent_dim: int, batch_size: int,
-                         data_dim: int = 784) -> int:
-  """FLOPs of the matmuls of one training step: 3 · 2 · B · Σ_i d_{i−1} d_i.
+def matmul_macs(networks: Sequence[Sequence[int]]) -> int:
+  """Multiply-adds of one row through each network of widths (d_0, …, d_L): Σ Σ_i d_{i−1} d_i."""
+  return sum(a * b for widths in networks for a, b in zip(widths[:-1], widths[1:]))
 
-  Encoder (D, h_1, …, h_m, 2d) and decoder (d, h_m, …, h_1, D); the forward
-  pass is 2 B Σ d_{i−1} d_i multiply-adds counted as 2 FLOPs, and the backward
-  pass twice that (gradients of inputs and of weights).
+
+def vae_matmul_flops(once: Sequence[Sequence[int]], per_sample: Sequence[Sequence[int]],
+                     batch_size: int, num_samples: int = 1, backward: bool = True) -> int:
+  """FLOPs of the matmuls of a batch: 2 · B · (M_once + k · M_sample), ×3 with the backward pass.
+
+  `once` are the networks run once per example (q(z₁|x)), `per_sample` those
+  run for each of the k latent samples (p(x|z₁), and q(z_{l+1}|z_l) and
+  p(z_l|z_{l+1}) above). A multiply-add counts as 2 FLOPs; the backward pass
+  costs twice the forward (gradients of inputs and of weights).
   """
-  encoder = (data_dim, *hidden_widths, 2 * latent_dim)
-  decoder = (latent_dim, *reversed(hidden_widths), data_dim)
-  macs = sum(a * b for widths in (encoder, decoder) for a, b in zip(widths[:-1], widths[1:]))
-  return 3 * 2 * batch_size * macs
+  forward = 2 * batch_size * (matmul_macs(once) + num_samples * matmul_macs(per_sample))
+  return 3 * forward if backward else forward
 
 
 def machine() -> dict:
