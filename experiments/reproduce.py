@@ -8,9 +8,9 @@ r"""Reproduces Table 1 of the IWAE paper and the VampPrior rows, cell by cell, w
 
 The cells (`CELLS`; the k=1 cells of VAE and IWAE are the same model):
 
-  <objective>_<L>layer_k<k>   experiments/configs/iwae.py:layers=L,objective=vae|iwae,k=K
+  <objective>_<L>layer_k<k>   iwae.py with layers=<L>, objective=<vae|iwae>, k=<k>
                               (L = 1, 2; k = 1, 5, 50; vae_<L>layer_k1 for both k=1 cells)
-  vampprior_<L>layer          experiments/configs/vampprior.py:layers=L
+  vampprior_<L>layer          vampprior.py with layers=<L>
 
 `--run` trains each cell of --cells in its own `experiments.train` process in
 <workdir_root>/<cell>[_<tag>]_e<E> under the paper's protocol (`PROTOCOL`: all

@@ -12,7 +12,7 @@ Arguments: kind=planar|iaf, length=<int> (default 4), k=<int> (IWAE bound
 when > 1), epochs=<int> (default 100). No measured result yet.
 """
 
-from experiments.configs import args as args_lib
+from experiments import config_args as args_lib
 from experiments.configs import iwae
 
 ARGS = {"kind": ("planar", "iaf"), "length": int, "k": int, "epochs": int}

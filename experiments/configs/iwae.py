@@ -27,7 +27,7 @@ Measured 2026-11-25, seed 0, on one H100 with --config.training.batch_size=100
 model has no measured result yet.
 """
 
-from experiments.configs import args as args_lib
+from experiments import config_args as args_lib
 from vae_jax import config as config_lib
 
 ARGS = {"layers": int, "objective": ("vae", "iwae"), "k": int,

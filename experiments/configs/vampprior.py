@@ -23,7 +23,7 @@ Gaussians, the simple baseline), epochs=<int> (default 200),
 warmup_epochs=<int> (default 100). No measured result yet.
 """
 
-from experiments.configs import args as args_lib
+from experiments import config_args as args_lib
 from vae_jax import config as config_lib
 from vae_jax.datasets import data as data_lib
 
