@@ -44,6 +44,7 @@ from vae_jax.plots import image_grid
 from vae_jax.run import metrics as metrics_lib
 from vae_jax.run import optimizers
 from vae_jax.scale import sharding
+from vae_jax.run import trackers
 from vae_jax.run import training
 
 
@@ -163,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       kl_warmup_steps=config.objective.kl_warmup_steps,
       dynamic_binarization=info.dynamic_binarization)
   train_steps = training.jit_train_steps(step_fn)
-  writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard)
+  writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard,
+                                      trackers.from_config(config, workdir))
             if primary else metrics_lib.NullWriter())
   validation = splits.load_data(config, "validation").images
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
