@@ -157,8 +157,8 @@ class TestImplementationsAgree(chex.TestCase):
   @chex.variants(with_jit=True)   # op-by-op (without_jit) it is slow and adds nothing to the layer test below
   def test_encoder_decoder_and_gradients(self):
     key = jax.random.key(5)
-    encoder = conv.init_conv_encoder(key, (8, 8, 2), (3, 4), (5,), 6)
-    decoder = conv.init_conv_decoder(key, 3, (8, 8, 2), (3, 4), (5,))
+    encoder = jax.jit(lambda k: conv.init_conv_encoder(k, (8, 8, 2), (3, 4), (5,), 6))(key)
+    decoder = jax.jit(lambda k: conv.init_conv_decoder(k, 3, (8, 8, 2), (3, 4), (5,)))(key)
     images = jax.random.uniform(jax.random.fold_in(key, 1), (2, 8, 8, 2))
 
     def loss(params, impl):
