@@ -71,7 +71,9 @@ class _RunLog(std_logging.Handler):
 
   A rejected workdir must stay byte-identical, so records are held in memory
   until training has (re)written config.json, which it does only after every
-  check passed; from then on they are appended to log.txt as they come.
+  check passed; from then on they are appended to log.txt as they come. Only
+  process 0 writes: `primary` is set once JAX's processes are known (asking JAX
+  here could initialise its backends, and they log).
   """
 
   def __init__(self, workdir: str):
@@ -80,7 +82,7 @@ class _RunLog(std_logging.Handler):
     self._config = os.path.join(workdir, "config.json")
     self._before = self._stamp()
     self.path = os.path.join(workdir, "log.txt")
-    self._held, self._file = [], None
+    self._held, self._file, self.primary = [], None, None
 
   def _stamp(self):
     try:
@@ -90,15 +92,16 @@ class _RunLog(std_logging.Handler):
       return None
 
   def _open_if_owned(self) -> None:
-    import jax  # pylint: disable=g-import-not-at-top
     stamp = self._stamp()
-    if self._file is None and stamp is not None and stamp != self._before and jax.process_index() == 0:
+    if self._file is None and self.primary and stamp is not None and stamp != self._before:
       self._file = open(self.path, "a", encoding="utf-8")
       for record in self._held:
         self._file.write(self.format(record) + "\n")
       self._held = []
 
   def emit(self, record):
+    if self.primary is False:
+      return
     if self._file is None:
       self._held.append(record)
       self._open_if_owned()
@@ -139,13 +142,14 @@ def _quiet():
   sys.stderr.flush()
   saved = os.dup(1), os.dup(2)
   with tempfile.TemporaryFile(mode="w+b") as captured:
+    text = open(captured.fileno(), "w", encoding="utf-8", closefd=False)  # pylint: disable=consider-using-with
     os.dup2(captured.fileno(), 1)
     os.dup2(captured.fileno(), 2)
     try:
-      yield
+      with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        yield
     finally:
-      sys.stdout.flush()
-      sys.stderr.flush()
+      text.close()
       os.dup2(saved[0], 1)
       os.dup2(saved[1], 2)
       os.close(saved[0])
@@ -217,7 +221,7 @@ def main(argv):
     print(config_table(_CONFIG.value, _MARKDOWN.value), end="" if _MARKDOWN.value else "\n")
     return
   if not _WORKDIR.value:
-    raise ValueError("--workdir is required: the folder for checkpoints, metrics and images,"
+    raise ValueError("--workdir is required; give the folder for checkpoints, metrics and images,"
                      " e.g. --workdir=workdirs/quick")
   workdir = _WORKDIR.value
   if os.path.isfile(workdir):
@@ -228,9 +232,10 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   verbose = any(a.startswith(("-v", "--v")) for a in sys.argv[1:])
   results_path = os.path.join(workdir, "results.json")
-  with cli.one_line_errors(), _run_log(workdir, verbose):
+  with cli.one_line_errors(), _run_log(workdir, verbose) as run_log:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                     _AUTODETECT.value)
+    run_log.primary = jax.process_index() == 0
     config_lib.validate(_CONFIG.value)
     _load_data_quietly(_CONFIG.value)
     results_before = _read(results_path)
