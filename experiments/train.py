@@ -125,7 +125,7 @@ def _run_log(workdir: str, verbose: bool):
   console_level = absl_handler.level
   if not verbose:
     absl_handler.setLevel(std_logging.WARNING)
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(max(logging.get_verbosity(), logging.INFO))   # -v 1 (debug) stays
   std_logging.getLogger().addHandler(handler)
   try:
     yield handler
