@@ -1,4 +1,7 @@
-"""Installs vae_jax: `pip install -e .` (add `[test]` for the test tools)."""
+"""Installs vae_jax: `pip install -e .` (add `[test]` for the test tools, `[trackers]` for W&B/MLflow).
+
+The build system is declared in pyproject.toml; the metadata lives here.
+"""
 import setuptools
 
 setuptools.setup(
@@ -37,6 +40,9 @@ setuptools.setup(
             "hypothesis>=6.100",
             "scipy>=1.11",
         ],
+        # Optional experiment trackers (vae_jax.run.trackers): --config.logging.wandb=True,
+        # --config.logging.mlflow_uri=...
+        "trackers": ["wandb>=0.19", "mlflow>=2.16"],
         # benchmarks/torch_reference.py only; a cached CPU build (other versions are large downloads).
         "bench": ["torch==2.13.0"],
     },

@@ -6,8 +6,9 @@ r"""Runs the VAE applications on trained workdirs and writes numbers and figures
   python -m experiments.applications --app=generation  --workdirs=W1,...
   python -m experiments.applications --app=anomaly     --pretrained=NAME1,...   # models of the zoo
 
-Each writes <app>.json and <app>.md (and figures) into --out
-(default experiments/results/applications/):
+Each writes <app>.json and <app>.md (and figures) into --out, by default
+`<workdir>/applications/` for one workdir and `<their common parent>/applications/`
+for several (never into experiments/results/ unless --out says so):
 
 * compression: the test split of each workdir's dataset encoded at every
   --precisions, bytes per image vs raw (784) and PNG, MSE and PSNR;
@@ -54,7 +55,7 @@ APPS = ("compression", "downstream", "anomaly", "generation")
 @dataclasses.dataclass(frozen=True)
 class Options:
   """What every application reads besides the models (the command-line flags)."""
-  out: str = "experiments/results/applications"
+  out: str = ""              # "" = default_out(workdirs)
   precisions: tuple = ("1", "2", "3", "4", "6", "8", "float16", "float32")
   num_examples: int = 0      # test images used (0 = the whole split)
   num_train: int = 0         # downstream: training images used (0 = all)
@@ -215,6 +216,16 @@ def markdown_table(rows, columns) -> str:
   return "\n".join(lines) + "\n"
 
 
+def default_out(workdirs) -> str:
+  """`<workdir>/applications` for one workdir, `<common parent>/applications` for several."""
+  paths = [os.path.abspath(w) for w in workdirs]
+  parent = os.path.commonpath(paths) if len(paths) > 1 else paths[0]
+  if len(paths) > 1 and parent in (os.sep, os.path.abspath(os.curdir)):
+    raise ValueError(f"--workdirs {', '.join(workdirs)} share no folder of their own to write into;"
+                     " give --out=<results folder>.")
+  return os.path.join(parent, "applications")
+
+
 def run(app: str, workdirs, options: Options = Options(), command: str = "", pretrained=()) -> list[dict]:
   """Runs `app` on trained `workdirs` and zoo models `pretrained`; writes <out>/<app>.{json,md}; returns the rows."""
   from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -223,6 +234,9 @@ def run(app: str, workdirs, options: Options = Options(), command: str = "", pre
     raise ValueError(f"app={app!r} is unknown; choose one of {', '.join(APPS)}.")
   if not workdirs and not pretrained:
     raise ValueError("no models: give --workdirs=W1,... (trained workdirs) or --pretrained=NAME,... (zoo models).")
+  if not options.out and not workdirs:
+    raise ValueError("zoo models have no workdir to write into; give --out=<results folder>.")
+  options = dataclasses.replace(options, out=options.out or default_out(workdirs))
   loaded = {w: workdir_lib.load_trained(w) for w in workdirs}
   loaded.update((zoo.entry_dir(name), zoo.load_pretrained(name)) for name in pretrained)
   os.makedirs(options.out, exist_ok=True)
@@ -236,6 +250,7 @@ def run(app: str, workdirs, options: Options = Options(), command: str = "", pre
   with open(os.path.join(options.out, f"{app}.md"), "w") as f:
     f.write(f"`{command}`\n\n{table}" if command else table)
   print(table)
+  print(f"Results in {options.out}{os.sep} ({app}.json, {app}.md)")
   return rows
 
 
@@ -245,7 +260,8 @@ def define_flags() -> None:
   flags.DEFINE_enum("app", None, APPS, "The application to run.")
   flags.DEFINE_list("workdirs", [], "Comma-separated workdirs of trained models.")
   flags.DEFINE_list("pretrained", [], "Comma-separated models of the zoo (vae_jax.run.zoo).")
-  flags.DEFINE_string("out", defaults.out, "Results folder.")
+  flags.DEFINE_string("out", defaults.out, "Results folder (default: <workdir>/applications, or"
+                      " <common parent of the workdirs>/applications).")
   flags.DEFINE_list("precisions", list(defaults.precisions),
                     "compression: float32, float16 or bits per dimension.")
   flags.DEFINE_integer("num_examples", defaults.num_examples, "Test images used (0 = all).")

@@ -77,6 +77,9 @@ def _parse_flags(argv):
   """absl's flag parsing, with every error as one line, and config files loaded now."""
   try:
     remaining = flags.FLAGS(argv)
+  except SystemExit as e:  # absl exits 1 after printing --help; asking for help is no error
+    sys.exit(0 if any(a.lstrip("-") in ("help", "helpfull", "helpshort", "h", "?") for a in argv[1:])
+             else e.code)
   except (AttributeError, KeyError) as e:  # --config.<field> that the config does not have
     _fail(_unknown_field(e, argv))
   except flags.Error as e:

@@ -17,7 +17,6 @@ wrong model, a truncated or a foreign file exits 1 with a one-line error.
 
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
@@ -107,10 +106,12 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ("encode", "decode"):
-    raise app.UsageError("give one command: encode or decode.")
   args = flags.FLAGS
   with cli.one_line_errors():
+    if len(argv) != 2 or argv[1] not in ("encode", "decode"):
+      given = f" (got {' '.join(argv[1:])!r})" if len(argv) > 1 else ""
+      raise ValueError(f"give one command, encode or decode{given}; e.g. python -m"
+                       " experiments.compress encode --workdir=W --split=test --output=test.vaez")
     if argv[1] == "encode":
       encode(args.workdir, args.output, args.precision, split=args.split,
              input_dir=args.input_dir, dataset=args.dataset, num_images=args.num_images)

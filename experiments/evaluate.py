@@ -3,10 +3,12 @@ r"""Evaluates a trained workdir: test −ELBO and the importance-sampled NLL.
   python -m experiments.evaluate --workdir=workdirs/default --num_samples=5000
   python -m experiments.evaluate --pretrained=iwae_1layer_k5     # a model of the zoo (zoo/)
 
-Writes `<workdir>/evaluation_<split>_k<k>.json` (never touching the run's own
-files) and prints it; a --pretrained model's scores are printed only, beside
-the test NLL recorded when it was trained (`recorded_nll`). Useful to evaluate
-on a GPU what was trained elsewhere, or with another k than the run's config.
+Writes `<workdir>/evaluation_<split>_k<k>_n<N|all>_seed<s>.json`, named by every
+setting that changes the numbers (so another call never overwrites it, and never
+touches the run's own files), and prints it. Useful to evaluate on a GPU what was trained elsewhere,
+or with another k than the run's config.
+A --pretrained model's scores are printed only, beside the test NLL recorded
+when it was trained (`recorded_nll`).
 """
 
 import json
@@ -24,7 +26,13 @@ _CHUNK = flags.DEFINE_integer("chunk_size", 500, "Importance samples evaluated a
 _SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to evaluate.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Evaluate the first N examples (0: all).")
 _BATCH = flags.DEFINE_integer("batch_size", 500, "Examples per evaluation batch.")
+_SEED = flags.DEFINE_integer("seed", None, "Seed of the evaluation's samples (default: the run's seed).")
 flags.mark_flags_as_mutual_exclusive(["workdir", "pretrained"], required=True)
+
+
+def output_name(split: str, num_samples: int, num_examples: int, seed: int) -> str:
+  """The file name of an evaluation: every setting that changes its numbers (batch and chunk sizes do not)."""
+  return f"evaluation_{split}_k{num_samples}_n{num_examples or 'all'}_seed{seed}.json"
 
 
 def main(argv):
@@ -42,19 +50,21 @@ def main(argv):
     else:
       config, model, params = workdir.load_trained(_WORKDIR.value)
     config.eval.num_examples = _NUM_EXAMPLES.value
+    seed = config.seed if _SEED.value is None else _SEED.value
     images = splits.load_data(config, _SPLIT.value).images
     start = time.time()
     scores = evaluation.evaluate(
-        model, params, images, jax.random.fold_in(jax.random.PRNGKey(config.seed), 3),
+        model, params, images, jax.random.fold_in(jax.random.PRNGKey(seed), 3),
         batch_size=_BATCH.value, num_samples=(_NUM_SAMPLES.value or None) if model.stochastic else None,
         chunk_size=_CHUNK.value)
-    scores.update(split=_SPLIT.value, num_samples=_NUM_SAMPLES.value, seconds=time.time() - start,
-                  device=str(jax.devices()[0].device_kind))
+    scores.update(split=_SPLIT.value, num_samples=_NUM_SAMPLES.value, seed=seed,
+                  seconds=time.time() - start, device=str(jax.devices()[0].device_kind))
     if _PRETRAINED.value:
       scores.update(pretrained=_PRETRAINED.value, recorded_nll=zoo.recorded_results(_PRETRAINED.value).get("nll"))
       print(json.dumps(scores))
       return
-    path = os.path.join(_WORKDIR.value, f"evaluation_{_SPLIT.value}_k{_NUM_SAMPLES.value}.json")
+    path = os.path.join(_WORKDIR.value, output_name(_SPLIT.value, _NUM_SAMPLES.value,
+                                                    _NUM_EXAMPLES.value, seed))
     with open(path + ".tmp", "w") as f:
       json.dump(scores, f, indent=2)
     os.replace(path + ".tmp", path)

@@ -1,4 +1,5 @@
 """Shared pytest setup: strict numerics and the raw-data location."""
+import gc
 import os
 import pathlib
 
@@ -59,3 +60,15 @@ def tiny_config(raw_data, tfds_data_dir, **overrides):
       node = node[name]
     node[leaf] = value
   return config
+
+
+def pytest_sessionfinish(session):
+  """Drops JAX's and hypothesis's gc callbacks once every test has run.
+
+  pytest-xdist stops a worker that takes over 5 s to finish (a loaded machine)
+  with SIGINT; a KeyboardInterrupt that lands inside a gc callback cannot
+  propagate and was printed as an "Exception ignored in _xla_gc_callback"
+  traceback after the results. After the last test neither callback has work.
+  """
+  del session
+  gc.callbacks.clear()

@@ -1,7 +1,8 @@
-"""Convolutional φ-layers against hand computations (numpy loops, scipy)."""
+"""Convolutional φ-layers against hand computations (numpy loops, scipy) and XLA's convolution."""
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,3 +178,50 @@ def test_conv_decoder_matches_a_hand_computation(output_shape, channels, hidden,
   got = conv.conv_decoder(theta, jnp.asarray(z, jnp.float32), output_shape)
   assert got.shape == output_shape and h.min() < 0
   np.testing.assert_allclose(got, h, rtol=1e-4, atol=1e-4 * np.abs(h).max())
+
+
+# -- the two implementations: patch matmul (CPU default) and lax.conv (GPU/TPU default) ----
+
+def test_auto_picks_patches_on_cpu_and_the_environment_overrides(monkeypatch):
+  monkeypatch.delenv(conv.IMPL_ENV, raising=False)
+  assert jax.default_backend() == "cpu" and conv.resolve_impl() == "patches"
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert conv.resolve_impl() == conv.resolve_impl("auto") == "xla"
+  monkeypatch.setenv(conv.IMPL_ENV, "patches")
+  assert conv.resolve_impl() == "patches" and conv.resolve_impl("xla") == "xla"
+  with pytest.raises(ValueError, match="conv impl='cudnn' is unknown"):
+    conv.resolve_impl("cudnn")
+
+
+class TestImplementationsAgree(chex.TestCase):
+  """Encoder, decoder and their gradients are the same map under "patches" and "xla"."""
+
+  @chex.variants(with_jit=True)   # op-by-op (without_jit) it is slow and adds nothing to the layer test below
+  def test_encoder_decoder_and_gradients(self):
+    key = jax.random.key(5)
+    encoder = jax.jit(lambda k: conv.init_conv_encoder(k, (8, 8, 2), (3, 4), (5,), 6))(key)
+    decoder = jax.jit(lambda k: conv.init_conv_decoder(k, 3, (8, 8, 2), (3, 4), (5,)))(key)
+    images = jax.random.uniform(jax.random.fold_in(key, 1), (2, 8, 8, 2))
+
+    def loss(params, impl):
+      codes = jax.vmap(lambda x: conv.conv_encoder(params[0], x, impl=impl))(images)
+      outputs = jax.vmap(lambda z: conv.conv_decoder(params[1], z, (8, 8, 2), impl=impl))(codes[:, :3])
+      return jnp.mean((outputs - images) ** 2), (codes, outputs)
+
+    run = self.variant(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (patch_loss, patch_out), patch_grads = run((encoder, decoder), "patches")
+    (xla_loss, xla_out), xla_grads = run((encoder, decoder), "xla")
+    chex.assert_shape(patch_out[1], (2, 8, 8, 2))
+    chex.assert_tree_all_finite((patch_grads, xla_grads))
+    chex.assert_trees_all_close((patch_loss, patch_out), (xla_loss, xla_out), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(patch_grads, xla_grads, rtol=1e-4, atol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_layers_on_odd_shapes(self):
+    rng = np.random.default_rng(6)
+    for shape, k, s in (((9, 7, 2), 3, 2), ((10, 9, 1), 3, 3), ((6, 5, 2), 4, 1)):
+      theta = (jnp.asarray(rng.normal(size=(k, k, shape[2], 3)), jnp.float32), jnp.ones(3))
+      x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+      layer = self.variant(conv.conv_layer, static_argnums=(2, 3, 4))
+      chex.assert_trees_all_close(layer(theta, x, "tanh", s, "patches"), layer(theta, x, "tanh", s, "xla"),
+                                  rtol=1e-4, atol=1e-5)

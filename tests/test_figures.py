@@ -68,6 +68,16 @@ def test_vae_diagrams_cut_wide_columns_and_join_by_sampling():
   assert drawn(fig)[0] == diagram.num_connections == expected
 
 
+def test_vae_encoder_output_is_labelled_as_the_mu_and_log_variance_heads():
+  model = vae_lib.VAE(hidden_widths=(512, 256), latent_dim=32)
+  fig, diagram = diagrams.diagram_figure(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+  assert diagram.labels == ("784", "512", "256", "2×32\nμ | log σ²", "32", "256", "512", "784")
+  texts = [t.get_text() for t in fig.axes[0].texts]
+  assert "64" not in texts and "μ" in texts and "log σ²" in texts
+  autoencoder, _, _ = diagrams.thesis_networks(jax.random.PRNGKey(0))["figure_2_1_autoencoder"]
+  assert "μ" not in "".join(diagrams.diagram_figure(autoencoder)[1].labels)   # no heads in g ∘ f
+
+
 def test_conv_vae_widths_are_read_from_kernels():
   model = vae_lib.VAE(architecture="conv", conv_channels=(4, 8), hidden_widths=(32,), latent_dim=2)
   parts = diagrams.parts_of(jax.eval_shape(model.init, jax.random.PRNGKey(0)))

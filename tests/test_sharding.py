@@ -2,9 +2,9 @@
 
 The test process has already started JAX with one CPU device, so the multi-
 device side runs in subprocesses of this file (`python tests/test_sharding.py
-<mode> ...`, see `_worker`) with `XLA_FLAGS=--xla_force_host_platform_device_count`
-fake CPU devices; the single-device reference is computed here, through the
-plain single-device path (no mesh), and the two are compared.
+<mode> ...`, see `_worker`) with fake CPU devices (`chex.set_n_cpu_devices`);
+the single-device reference is computed here, through the plain single-device
+path (no mesh), and the two are compared.
 """
 import json
 import os
@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ def _tiny_step():
 
 
 def _run_worker(mode, out_dir, *args, devices=8, env=None, wait=True):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  env = dict(os.environ, VAE_JAX_TEST_CPU_DEVICES=str(devices),
              JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]), **(env or {}))
   command = [sys.executable, str(pathlib.Path(__file__)), mode, str(out_dir), *map(str, args)]
   process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -185,4 +186,5 @@ def _worker(mode, out_dir, *args):
 
 
 if __name__ == "__main__":
+  chex.set_n_cpu_devices(int(os.environ["VAE_JAX_TEST_CPU_DEVICES"]))   # before JAX starts its backend
   _worker(*sys.argv[1:])

@@ -132,11 +132,14 @@ def test_checkpoints_kept_every_n_steps_restore_the_state_of_that_step(
   model = build.build_model(config)
   target = training.init_state(model, optimizers.make_optimizer(config.optimizer, 48), config.seed)
   kept, meta = store.restore(16, target)
+  store.close()
   assert int(kept.step) == 16 and meta["step"] == 16
   # The step-16 checkpoint is the end of a one-epoch run (constant learning rate).
   one_epoch = tiny_config(raw_data, tfds_data_dir, training__num_epochs=1)
   train.train_and_evaluate(one_epoch, str(tmp_path / "short"))
-  short, _ = checkpoints_lib.CheckpointStore(str(tmp_path / "short")).restore_latest(target)
+  store = checkpoints_lib.CheckpointStore(str(tmp_path / "short"))
+  short, _ = store.restore_latest(target)
+  store.close()
   for a, b in zip(jax.tree_util.tree_leaves(kept.params), jax.tree_util.tree_leaves(short.params)):
     np.testing.assert_array_equal(a, b)
 

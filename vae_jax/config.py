@@ -89,6 +89,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval.is_chunk_size = 500
   config.eval.write_images = True
   config.eval.write_figures = True      # figures of the trained model at the end of training
+
+  config.logging = ml_collections.ConfigDict()  # trackers beside metrics.jsonl (vae_jax.run.trackers)
+  config.logging.wandb = False
+  config.logging.wandb_project = "vae_jax"
+  config.logging.wandb_mode = "online"  # online | offline
+  config.logging.mlflow_uri = ""
+  config.logging.mlflow_experiment = "vae_jax"
   return config
 
 
@@ -158,3 +165,74 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.eval.is_num_samples < 0 or config.eval.is_chunk_size < 1:
     _fail("eval.is_num_samples", config.eval.is_num_samples, "k must be ≥ 0 with chunk ≥ 1",
           "use 0 to skip the importance-sampled estimate")
+  from vae_jax.run import trackers  # pylint: disable=g-import-not-at-top
+  trackers.check_config(config.logging)
+
+
+# One line per field: `--show_config` and docs/CONFIG.md print these, and
+# tests/test_config_docs.py fails for a field without one (or a doc without a field).
+FIELD_DOCS = {
+    "seed": "Seed of every random draw: initialisation, epoch order, step keys, evaluation keys.",
+    "data.name": "Dataset: mnist | fashion_mnist | binarized_mnist | dynamic_binarized_mnist.",
+    "data.raw_data_dir": "Offline: folder <name>/<original files>; '' uses $VAE_JAX_RAW_DATA_DIR, else TFDS downloads.",
+    "data.data_dir": "TFDS data_dir (prepared data and the npz cache); '' uses $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    "data.train_subset": "> 0: train on the first N training examples only (tests, quick runs); 0 uses all.",
+    "data.exclude_label": "≥ 0: drop this class from every split (anomaly detection); -1 keeps every class.",
+    "data.train_on_validation": "Train on train ∪ validation (the IWAE paper's 60000 images); validation scores are then not held out.",
+    "model.architecture": "Encoder/decoder: mlp (dense φ-layers) | conv (conv φ-layers, then dense).",
+    "model.hidden_widths": "Encoder hidden widths (the decoder mirrors them), checked against Lemmas 2.1.1/2.1.2.",
+    "model.latent_dim": "d, the latent dimension (the encoder outputs μ and log σ², 2d numbers).",
+    "model.activation": "φ of every hidden layer: a name registered in vae_jax.nn.activations (relu, elu, tanh, ...).",
+    "model.likelihood": "Decoder p(x|z): bernoulli | gaussian | gaussian_learned | continuous_bernoulli.",
+    "model.gaussian_scale": "σ of the fixed-variance gaussian likelihood.",
+    "model.conv_channels": "Channels of the conv layers (architecture=conv), each halving the resolution.",
+    "objective.name": "Training objective: elbo | iwae (k-sample bound) | ae (deterministic autoencoder).",
+    "objective.num_samples": "k, samples per example of the IWAE bound (1 for the ELBO).",
+    "objective.beta": "β, weight of the KL term (β-VAE); 1 is the ELBO.",
+    "objective.kl_warmup_steps": "> 0: the KL weight rises linearly from 0 to β over N steps; 0 disables warm-up.",
+    "optimizer.name": "Optimizer: sgd | momentum | adam | adamw.",
+    "optimizer.learning_rate": "Peak learning rate.",
+    "optimizer.schedule": "Learning-rate schedule: constant | cosine | exponential | warmup_cosine.",
+    "optimizer.warmup_steps": "Linear warm-up steps of warmup_cosine.",
+    "optimizer.decay_rate": "exponential schedule: lr · decay_rate^(step / total_steps).",
+    "optimizer.momentum": "Momentum of the momentum optimizer.",
+    "optimizer.b1": "Adam/AdamW β₁.",
+    "optimizer.b2": "Adam/AdamW β₂.",
+    "optimizer.eps": "Adam/AdamW ε.",
+    "optimizer.weight_decay": "Decoupled weight decay (adamw only).",
+    "optimizer.grad_clip_norm": "> 0: clip gradients to this global norm; 0 disables clipping.",
+    "training.batch_size": "Global batch size (a multiple of the device count).",
+    "training.num_epochs": "Epochs to train; rerunning with more resumes and trains on.",
+    "training.steps_per_scan": "Steps fused into one jitted lax.scan; 1 is a per-step loop.",
+    "training.log_every_steps": "Write train metrics every N steps (metrics.jsonl, TensorBoard, trackers).",
+    "training.checkpoint_every_steps": "Write a checkpoint at the first block end past every N steps (also at every evaluation and the end).",
+    "training.keep_checkpoints": "Keep the newest N checkpoints.",
+    "training.keep_checkpoints_every_steps": "> 0: also keep every checkpoint at a multiple of N steps (curves over training).",
+    "training.eval_every_epochs": "Evaluate on the validation split every N epochs.",
+    "training.nan_policy": "On a NaN/inf loss or gradient: stop (naming the last good checkpoint) | skip (drop that update).",
+    "training.progress_bar": "Show a tqdm progress bar.",
+    "training.tensorboard": "Write TensorBoard event files to <workdir>/tensorboard/.",
+    "eval.batch_size": "Examples per evaluation batch (rounded up to a multiple of the device count).",
+    "eval.num_examples": "> 0: evaluate on the first N validation/test examples; 0 uses the whole split.",
+    "eval.is_num_samples": "k of the final importance-sampled log-likelihood (IS-NLL); 0 skips it.",
+    "eval.is_chunk_size": "Importance samples evaluated at once (memory; does not change the estimate).",
+    "eval.write_images": "Write reconstruction and sample grids to <workdir>/images/ at every evaluation.",
+    "eval.write_figures": "Write figures of the trained model to <workdir>/figures/ at the end.",
+    "logging.wandb": "Also log metrics to Weights & Biases (pip install -e \".[trackers]\").",
+    "logging.wandb_project": "W&B project name.",
+    "logging.wandb_mode": "W&B mode: online | offline (synced later with `wandb sync`).",
+    "logging.mlflow_uri": "Non-empty: also log to MLflow at this tracking URI (e.g. file:./mlruns or http://host:5000).",
+    "logging.mlflow_experiment": "MLflow experiment name.",
+}
+
+
+def documented_fields(config: ml_collections.ConfigDict) -> list[tuple[str, object, str]]:
+  """(dotted name, value, doc) of every field of `config`, in the order of FIELD_DOCS."""
+  def leaves(node, prefix):
+    for name, value in node.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        yield from leaves(value, f"{prefix}{name}.")
+      else:
+        yield f"{prefix}{name}", value, FIELD_DOCS.get(f"{prefix}{name}", "")
+  order = {name: i for i, name in enumerate(FIELD_DOCS)}
+  return sorted(leaves(config, ""), key=lambda field: (order.get(field[0], len(order)), field[0]))

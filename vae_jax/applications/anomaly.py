@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,6 +92,7 @@ def scores(model: vae_lib.VAE, params, images, key: jax.Array, *, num_samples: i
   if not model.stochastic:
     raise ValueError("anomaly scores need a VAE (a deterministic autoencoder has no ELBO).")
   images = np.asarray(images, np.float32)
+  chex.assert_shape(images, (None, model.data_dim))
   out = {"neg_elbo": [], "is_nll": []}
   for start in range(0, len(images), batch_size):
     batch = images[start:start + batch_size]

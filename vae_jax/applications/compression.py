@@ -45,6 +45,7 @@ import struct
 import zlib
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,11 +127,13 @@ def _batched(fn, model, params, array, batch_size: int) -> np.ndarray:
 
 def latent_means(model: vae_lib.VAE, params, images, batch_size: int = 1000) -> np.ndarray:
   """The codes μ(x) (or f(x) for the deterministic AE) of images [N, D] → [N, d]."""
+  chex.assert_shape(images, (None, model.data_dim))
   return _batched(_codes, model, params, images, batch_size).reshape(-1, model.latent_dim)
 
 
 def decode_latents(model: vae_lib.VAE, params, z, batch_size: int = 1000) -> np.ndarray:
   """The images E[x | z] of latents [N, d] → [N, D] in [0, 1]."""
+  chex.assert_shape(z, (None, model.latent_dim))
   return _batched(_means, model, params, z, batch_size).reshape(-1, model.data_dim)
 
 
@@ -227,8 +230,9 @@ def compress(model: vae_lib.VAE, params, images, precision="8", batch_size: int 
   if images.ndim != 2 or images.shape[1] != model.data_dim:
     raise ValueError(f"images must be [N, {model.data_dim}] in [0, 1], got shape {images.shape}.")
   data_lib.check_images(images, model.data_dim)  # finite, in [0, 1]
-  return encode_latents(latent_means(model, params, images, batch_size), precision,
-                        model_id(model, params))
+  codes = latent_means(model, params, images, batch_size)
+  chex.assert_tree_all_finite(codes)   # a diverged model's NaN codes are never written
+  return encode_latents(codes, precision, model_id(model, params))
 
 
 def decompress(model: vae_lib.VAE, params, blob: bytes, batch_size: int = 1000) -> np.ndarray:

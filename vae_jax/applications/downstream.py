@@ -19,6 +19,7 @@ import functools
 import time
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,6 +85,7 @@ def fit(features, labels, num_classes: int, *, steps: int = 500, learning_rate: 
   start = time.perf_counter()
   classifier, losses = jax.block_until_ready(compiled(features, labels, **hyper))
   fit_time = time.perf_counter() - start
+  chex.assert_tree_all_finite(classifier)   # a diverged fit is never reported
   return classifier, {"final_loss": float(losses[-1]), "fit_time_s": fit_time,
                       "compile_time_s": compile_time}
 

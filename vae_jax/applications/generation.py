@@ -21,6 +21,7 @@ Grids are written with `vae_jax.plots.image_grid`.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,9 +53,12 @@ def interpolation_path(z0, z1, num_steps: int, method: str = "linear") -> jax.Ar
     raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(INTERPOLATIONS)}.")
   if num_steps < 2:
     raise ValueError(f"num_steps={num_steps} must be ≥ 2 (the two end points).")
+  z0, z1 = jnp.asarray(z0), jnp.asarray(z1)
+  chex.assert_rank(z0, 1)
+  chex.assert_equal_shape([z0, z1])
   fn = lerp if method == "linear" else slerp
   ts = jnp.linspace(0.0, 1.0, num_steps)
-  return jax.vmap(fn, in_axes=(None, None, 0))(jnp.asarray(z0), jnp.asarray(z1), ts)
+  return jax.vmap(fn, in_axes=(None, None, 0))(z0, z1, ts)
 
 
 def temperature_grid(model: vae_lib.VAE, params, key: jax.Array, temperatures,
@@ -67,6 +71,8 @@ def temperature_grid(model: vae_lib.VAE, params, key: jax.Array, temperatures,
 def interpolation_grid(model: vae_lib.VAE, params, starts, ends, num_steps: int = 10,
                        method: str = "linear") -> np.ndarray:
   """One row per pair (starts[i], ends[i]) of images, decoded along the path → [P·n, D]."""
+  chex.assert_shape([starts, ends], (None, model.data_dim))
+  chex.assert_equal_shape([starts, ends])
   z0 = compression.latent_means(model, params, starts)
   z1 = compression.latent_means(model, params, ends)
   paths = np.concatenate([np.asarray(interpolation_path(a, b, num_steps, method))
@@ -76,6 +82,8 @@ def interpolation_grid(model: vae_lib.VAE, params, starts, ends, num_steps: int 
 
 def traversal_grid(model: vae_lib.VAE, params, image, dims, values) -> np.ndarray:
   """One row per dimension j in `dims`: μ(image) with z_j set to each value → [len(dims)·V, D]."""
+  chex.assert_shape(image, (model.data_dim,))
+  chex.assert_rank(values, 1)
   z = compression.latent_means(model, params, np.asarray(image)[None])[0]
   values = np.asarray(values, np.float32)
   rows = []
@@ -88,4 +96,5 @@ def traversal_grid(model: vae_lib.VAE, params, image, dims, values) -> np.ndarra
 
 def active_units(means) -> np.ndarray:
   """A_j = Var_x(μ_j(x)) over the examples of means [N, d] → [d]."""
+  chex.assert_rank(means, 2)
   return np.asarray(means, np.float64).var(axis=0)

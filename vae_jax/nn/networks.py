@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence, Union
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -67,6 +68,7 @@ def layer(theta_i: LayerParams, x: jax.Array,
     H(x) ∈ ℝ^m.
   """
   weight, bias = theta_i
+  chex.assert_rank([weight, bias, x], [2, 1, 1])   # one example: vmap for a batch
   return activations_lib.get(activation)(weight @ x + bias)
 
 

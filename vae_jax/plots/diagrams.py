@@ -13,7 +13,8 @@ way over channels (its connections are channel-to-channel).
 conv). Consecutive parts whose widths chain share a column (the bottleneck of
 g ∘ f); otherwise they are joined by an arrow (flatten, reshape, or the
 sampling z = μ + σ ⊙ ε between a VAE's 2d-wide encoder output and its
-d-wide decoder input).
+d-wide decoder input). That encoder output is the two heads μ and log σ² of
+d neurons each: its column is split in two and labelled "μ | log σ²", "2×d".
 
 Columns wider than `max_neurons` show their first and last neurons with a
 "⋮" between them and their true width as label.
@@ -52,6 +53,7 @@ class Diagram:
   shown: tuple                   # neurons drawn per column
   roles: tuple                   # input | hidden | output | bottleneck
   num_connections: int           # lines drawn = Σ shown_i · shown_{i+1} over joined columns
+  labels: tuple = ()             # the text under each column
 
 
 def _is_layer(node) -> bool:
@@ -110,12 +112,13 @@ def _columns(parts: Sequence[Part]):
   """Merges chained parts into columns.
 
   Returns:
-    (widths, kinds, joins, bottleneck): per column its width and its part's
-    kind; joins[i] labels the join of columns i and i+1 ("" = every
-    connection drawn, else the arrow's label); the bottleneck column or None.
+    (widths, kinds, joins, bottleneck, heads): per column its width and its
+    part's kind; joins[i] labels the join of columns i and i+1 ("" = every
+    connection drawn, else the arrow's label); the bottleneck column or None;
+    the column of a VAE encoder's μ and log σ² heads or None.
   """
   widths, kinds = list(parts[0].widths), [parts[0].kind] * len(parts[0].widths)
-  joins, bottleneck = [""] * (len(widths) - 1), None
+  joins, bottleneck, heads = [""] * (len(widths) - 1), None, None
   for before, after in zip(parts[:-1], parts[1:]):
     crossing = before.name.startswith("encoder") and after.name.startswith("decoder")
     chained = before.widths[-1] == after.widths[0] and before.kind == after.kind == "dense"
@@ -131,11 +134,19 @@ def _columns(parts: Sequence[Part]):
         joins.append("reshape")
       else:
         joins.append("z = μ + σ⊙ε")
+        if crossing and before.widths[-1] == 2 * after.widths[0]:
+          heads = len(widths) - 1
       new = after.widths
     widths.extend(new)
     kinds.extend([after.kind] * len(new))
     joins.extend([""] * (len(new) - 1))
-  return widths, kinds, joins, bottleneck
+  return widths, kinds, joins, bottleneck, heads
+
+
+def _column_label(width: int, kind: str, is_heads: bool) -> str:
+  if is_heads:
+    return f"2×{width // 2}\nμ | log σ²"
+  return f"{width}" if kind == "dense" else f"{width}ch"
 
 
 def _positions(width: int, shown: int) -> np.ndarray:
@@ -169,7 +180,8 @@ def draw(ax, params: Any, *, max_neurons: int = 10, bottleneck: Optional[int] = 
   """
   if max_neurons < 2:
     raise ValueError(f"max_neurons={max_neurons} must be ≥ 2 to show a cut column.")
-  widths, kinds, joins, found = _columns(parts_of(params))
+  widths, kinds, joins, found, heads = _columns(parts_of(params))
+  labels = [_column_label(w, k, i == heads) for i, (w, k) in enumerate(zip(widths, kinds))]
   bottleneck = found if bottleneck is None else bottleneck
   shown = [min(w, max_neurons) for w in widths]
   roles = ["input"] + ["hidden"] * (len(widths) - 2) + ["output"]
@@ -189,7 +201,7 @@ def draw(ax, params: Any, *, max_neurons: int = 10, bottleneck: Optional[int] = 
   ax.add_collection(mcollections.LineCollection(segments, colors="0.55", linewidths=0.6,
                                                 zorder=1))
   radius = 0.18
-  for x, (column, width, count, role, kind) in enumerate(zip(ys, widths, shown, roles, kinds)):
+  for x, (column, width, count, role) in enumerate(zip(ys, widths, shown, roles)):
     for y in column:
       ax.add_patch(patches.Circle((x, y), radius, facecolor=COLOURS[role], edgecolor="k",
                                   linewidth=0.8, zorder=2))
@@ -197,8 +209,13 @@ def draw(ax, params: Any, *, max_neurons: int = 10, bottleneck: Optional[int] = 
       ax.text(x, (column[count // 2 - 1] + column[count // 2]) / 2, "⋮", ha="center",
               va="center", fontsize=12, zorder=3)
     if annotate:
-      ax.text(x, bottom, f"{width}" if kind == "dense" else f"{width}ch", ha="center",
-              va="top", fontsize=8)
+      ax.text(x, bottom, labels[x], ha="center", va="top", fontsize=8)
+    if x == heads:   # the first half of the neurons is μ, the second log σ² (a cut column splits at ⋮)
+      if count == width and count > 1:
+        middle = (column[count // 2 - 1] + column[count // 2]) / 2
+        ax.plot([x - 0.3, x + 0.3], [middle, middle], ls="--", color="0.3", lw=0.8, zorder=3)
+      ax.text(x + 0.25, column.max(), "μ", ha="left", va="center", fontsize=8)
+      ax.text(x + 0.25, column.min(), "log σ²", ha="left", va="center", fontsize=8)
     if role == "bottleneck":
       ax.add_patch(patches.FancyBboxPatch(
           (x - 0.35, column.min() - 0.4), 0.7, column.max() - column.min() + 0.8,
@@ -216,7 +233,7 @@ def draw(ax, params: Any, *, max_neurons: int = 10, bottleneck: Optional[int] = 
             for r in dict.fromkeys(roles)]
   ax.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8,
             frameon=False, bbox_to_anchor=(0.5, -0.12))
-  return Diagram(tuple(widths), tuple(shown), tuple(roles), len(segments))
+  return Diagram(tuple(widths), tuple(shown), tuple(roles), len(segments), tuple(labels))
 
 
 def diagram_figure(params: Any, **kwargs) -> tuple[mfigure.Figure, Diagram]:

@@ -167,7 +167,8 @@ def write_run_figures(config: ml_collections.ConfigDict, model, params: dict, ou
   """
   test = splits.load_data(config, "test")
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), FIGURE_KEY)
-  figures = [("network", diagrams.diagram_figure(params, title="θ of this run")[0],
+  figures = [("network", diagrams.diagram_figure(
+                  params, title=f"θ of this run (latent dimension {model.latent_dim})")[0],
               "the model's θ as a network diagram (widths read from the parameter shapes)"),
              ("reconstructions", reconstructions(model, params, test.images),
               "test inputs above their reconstructions (decoder mean at the code)"),

@@ -112,9 +112,13 @@ def _clean(value):
 
 
 class MetricsWriter:
-  """Appends records to `<workdir>/metrics.jsonl` and TensorBoard event files."""
+  """Appends records to `<workdir>/metrics.jsonl`, TensorBoard event files and `trackers`.
 
-  def __init__(self, workdir: str, resume_step: int, tensorboard: bool = True):
+  `trackers` (`vae_jax.run.trackers`: W&B, MLflow) get every record as
+  `log(step, split, scalars)` and are closed with the writer.
+  """
+
+  def __init__(self, workdir: str, resume_step: int, tensorboard: bool = True, trackers=()):
     self.path = os.path.join(workdir, "metrics.jsonl")
     records, damaged = parse_metrics(self.path)
     if damaged:  # Kept aside (appended, made durable) before the rewrite drops them.
@@ -133,6 +137,7 @@ class MetricsWriter:
     os.replace(tmp, self.path)
     self._file = open(self.path, "a", encoding="utf-8")
     self._summary = None
+    self._trackers = list(trackers)
     if tensorboard:
       from flax.metrics import tensorboard as flax_tensorboard  # pylint: disable=g-import-not-at-top
       self._summary = flax_tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -143,6 +148,8 @@ class MetricsWriter:
     if self._summary is not None:
       for name, value in scalars.items():
         self._summary.scalar(f"{split}/{name}", float(value), int(step))
+    for tracker in self._trackers:
+      tracker.log(step, split, scalars)
 
   def write_many(self, split: str, records: Iterable[tuple[int, dict]]) -> None:
     for step, scalars in records:
@@ -160,6 +167,8 @@ class MetricsWriter:
     self._file.close()
     if self._summary is not None:
       self._summary.close()
+    for tracker in self._trackers:
+      tracker.close()
 
 
 class NullWriter:

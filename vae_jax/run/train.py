@@ -44,6 +44,7 @@ from vae_jax.plots import image_grid
 from vae_jax.run import metrics as metrics_lib
 from vae_jax.run import optimizers
 from vae_jax.scale import sharding
+from vae_jax.run import trackers
 from vae_jax.run import training
 
 
@@ -160,7 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   step_fn = training.step_fn_from_config(config, model, optimizer)
   train_steps = training.jit_train_steps(step_fn)
-  writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard)
+  writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard,
+                                      trackers.from_config(config, workdir))
             if primary else metrics_lib.NullWriter())
   eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   progress = _progress_bar(config, int(state.step), total_steps)

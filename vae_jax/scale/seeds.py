@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -147,6 +148,7 @@ def train(config: ml_collections.ConfigDict, members: Sequence[dict]
     states, measured = train_epoch(states, device_images, indices)
     history.append(jax.device_get(measured))
   measurements = {name: np.concatenate([h[name] for h in history], axis=1) for name in history[0]}
+  chex.assert_tree_shape_prefix((states, measurements), (len(members),))   # one row per member
   return states, measurements
 
 

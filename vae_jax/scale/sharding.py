@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import chex
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -98,6 +99,7 @@ def put_epoch(images: np.ndarray, batch_size: int, seed: int, epoch: int, mesh: 
 def put_batch(batch: np.ndarray, mesh: Mesh) -> jax.Array:
   """A batch [B, ...] that every process holds whole, sharded along B over the mesh."""
   batch = np.asarray(batch)
+  chex.assert_equal(batch.shape[0] % mesh.devices.size, 0)   # every device gets B/n rows
   return jax.make_array_from_callback(batch.shape, batch_sharding(mesh), lambda index: batch[index])
 
 
