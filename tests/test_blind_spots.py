@@ -30,6 +30,7 @@ from vae_jax.models import vae as vae_lib
 from vae_jax.run import optimizers
 from vae_jax.run import train
 from vae_jax.run import workdir as workdir_lib
+from vae_jax.scale import sweeps
 
 # -- the bounds against log p(x) by quadrature ----------------------------------------------
 
@@ -185,10 +186,13 @@ def test_every_shipped_config_loads_validates_and_builds(file, arg):
   config_lib.validate(config)
   model = build.build_model(config)
   assert model.latent_dim == config.model.latent_dim
-  if hasattr(module, "get_sweep"):
-    from experiments import sweep  # pylint: disable=g-import-not-at-top
+  if hasattr(module, "get_sweep"):   # every point of the sweep, as experiments.sweep applies it
     points = list(module.get_sweep())
-    assert len(points) >= 2 and len(sweep.check_points(config, points)) == len(points)
+    assert len(points) >= 2 and len(set(sweeps.check_names(points))) == len(points)
+    for point in points:
+      point_config = sweeps.apply(config, point)
+      config_lib.validate(point_config)
+      build.build_model(point_config)
 
 
 def test_the_list_of_shipped_configs_is_complete():

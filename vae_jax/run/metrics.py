@@ -143,7 +143,9 @@ class MetricsWriter:
       self._summary = flax_tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, scalars: dict) -> None:
-    record = {**{k: _clean(v) for k, v in scalars.items()}, "step": int(step), "split": split}
+    # results' own "step" (a float once cleaned) never replaces the record's int step.
+    record = {"step": int(step), "split": split,
+              **{k: _clean(v) for k, v in scalars.items() if k not in ("step", "split")}}
     self._file.write(json.dumps(record) + "\n")
     if self._summary is not None:
       for name, value in scalars.items():
