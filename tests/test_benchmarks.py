@@ -80,6 +80,8 @@ def test_report_says_why_a_speed_goal_is_missed():
   # torch at 10% of the peak, fused at 6.7%: 2× needs 20%.
   short = report.markdown(_fake_results([1.5, 1.5], [1.0, 1.0]))
   assert "vae_jax does the step's matmuls at 7% of the matmul peak and torch eager1 at 10%; 2× needs 20%" in short
+  noisy = report.markdown(_fake_results([0.1, 0.1], [0.05, 0.05]))   # torch at 200% of the peak
+  assert "not explained: torch eager1 measured at 200% of the matmul peak timed beside it" in noisy
   # The seeds goal is met in the fake results (5.00×): no reason given.
   assert "| 8 vmapped seeds ≥ 3× 8 sequential runs, 784-200-200-50 tanh, B=20 | 5.00× | yes | — |" in short
 
