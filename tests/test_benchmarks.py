@@ -70,6 +70,11 @@ def test_report_judges_goals_from_the_measurements():
   assert "5.00×" in text and "400 s (extrapolated from 10 images, 2 cores) | NO |" in text
   slow = report.markdown(_fake_results([0.1, 0.1], [0.15, 0.15]))
   assert "1.50× vs torch eager1 (its best threads) | NO |" in slow
+  results = _fake_results([0.1, 0.1], [0.3, 0.3])
+  results["seeds"][jax_steps.CASES[0].name] = "  8   10.0   2.0   1.50x\n"
+  # Same seconds for 10 steps of B=100 and of B=20: batch 100 is 5× faster per example.
+  assert ("| 1.50× | NO | one batch-20 step already keeps the cores busy: batch 100 trains only 5.00×"
+          in report.markdown(results))
 
 
 def test_report_says_why_a_speed_goal_is_missed():
