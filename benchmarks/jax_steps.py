@@ -156,7 +156,7 @@ def is_nll_runner(case: Case, num_images: int, num_samples: int = 5000,
 
 
 def is_nll_flops(case: Case, num_images: int, num_samples: int = 5000) -> int:
-  """Matmul FLOPs of `evaluate` with IS over `num_images` images: forward only, k + 1 samples (the ELBO's too)."""
+  """Matmul FLOPs of `evaluate` with IS over `num_images` images: forward only, k + 1 samples."""
   once, per_sample = model_networks(build.build_model(experiment_config(case)))
   return timing.vae_matmul_flops(once, per_sample, num_images, num_samples + 1, backward=False)
 

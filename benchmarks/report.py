@@ -91,6 +91,9 @@ def speed_why(entry: dict, reference: str) -> str:
   ours = _fraction(work, entry["seconds"][FUSED], entry["peak_gflops"])
   theirs = _fraction(work, entry["seconds"][reference], entry["peak_gflops"])
   bound = 100 / theirs
+  if theirs > 100:
+    return (f"not explained: {reference} measured at {theirs:.0f}% of the matmul peak timed beside"
+            " it, so that peak was measured low (a noisy round); rerun on a quiet machine")
   if bound < 2:
     return (f"out of reach here: {reference} already does the step's matmuls at {theirs:.0f}% of"
             f" the matmul peak, so even at 100% the fused step would be {bound:.2f}× faster")

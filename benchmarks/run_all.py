@@ -3,14 +3,14 @@ r"""The benchmark suite: vae_jax against a PyTorch reference and the machine's l
   pip install torch==2.13.0       # once; the PyTorch reference (not a vae_jax dependency)
   export VAE_JAX_RAW_DATA_DIR=/path/to/data    # offline machines (the default run loads MNIST)
   python -m benchmarks.run_all                 # writes benchmarks/results/benchmarks.{md,json}
-  python -m benchmarks.run_all --only=families --torch=eager1,eager   # ~5 min: families.{md,json}
+  python -m benchmarks.run_all --only=families --torch=eager1,eager   # minutes: families.{md,json}
 
 Measured in one run, side by side (each number the median and min–max over
 `--repeats` interleaved rounds; ratios pair by pair within a round):
 
 1. training throughput (examples/s, s/epoch of 50000 images, achieved GFLOP/s
-   of the matmuls, 3·2·B·Σ d_in·d_out per step) of vae_jax's fused training
-   step (`training.jit_train_steps`), its per-step loop (`jit_train_step`),
+   of the matmuls, 3·2·B·(M_once + k·M_sample) per step) of vae_jax's fused
+   training step (`training.jit_train_steps`), its per-step loop (`jit_train_step`),
    and `benchmarks.torch_reference` (eager with 1 and `nproc` threads,
    `torch.compile`), for 784-200-200-50 tanh at B = 20, 100,
    784-512-256-32 relu at B = 128, and the families of issue 15 at the IWAE
