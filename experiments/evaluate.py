@@ -3,7 +3,8 @@ r"""Evaluates a trained workdir: test −ELBO and the importance-sampled NLL.
   python -m experiments.evaluate --workdir=workdirs/default --num_samples=5000
 
 Writes `<workdir>/evaluation_<split>_k<k>.json` (never touching the run's own
-files) and prints it. Useful to evaluate on a GPU what was trained elsewhere,
+files, even while it trains) and prints it; scores that are NaN/inf are
+refused, not written. Useful to evaluate on a GPU what was trained elsewhere,
 or with another k than the run's config.
 """
 
@@ -29,6 +30,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from vae_jax.inference import evaluation  # pylint: disable=g-import-not-at-top
   from vae_jax.datasets import splits  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import train  # pylint: disable=g-import-not-at-top
   from vae_jax.run import workdir  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
     if _NUM_SAMPLES.value < 0 or _CHUNK.value < 1 or _BATCH.value < 1 or _NUM_EXAMPLES.value < 0:
@@ -41,12 +43,12 @@ def main(argv):
         model, params, images, jax.random.fold_in(jax.random.PRNGKey(config.seed), 3),
         batch_size=_BATCH.value, num_samples=(_NUM_SAMPLES.value or None) if model.stochastic else None,
         chunk_size=_CHUNK.value)
+    train.check_finite_scores(scores, f"evaluating {_WORKDIR.value}")
     scores.update(split=_SPLIT.value, num_samples=_NUM_SAMPLES.value, seconds=time.time() - start,
                   device=str(jax.devices()[0].device_kind))
-    path = os.path.join(_WORKDIR.value, f"evaluation_{_SPLIT.value}_k{_NUM_SAMPLES.value}.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(scores, f, indent=2)
-    os.replace(path + ".tmp", path)
+    path = os.path.join(workdir.resolve(_WORKDIR.value),
+                        f"evaluation_{_SPLIT.value}_k{_NUM_SAMPLES.value}.json")
+    workdir.write_json(path, scores)
   print(json.dumps(scores))
 
 
