@@ -47,9 +47,12 @@ TINY_FLAGS = (
 
 
 def train_command(workdir, raw_data, tfds_data_dir, *flags):
+  """The tiny run's command line; `flags` replace the tiny flags of the same name."""
+  given = {flag.split("=")[0] for flag in flags}
+  tiny = [flag for flag in TINY_FLAGS if flag.split("=")[0] not in given]
   return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py",
           f"--workdir={workdir}", f"--config.data.raw_data_dir={raw_data}",
-          f"--config.data.data_dir={tfds_data_dir}", *TINY_FLAGS, *flags]
+          f"--config.data.data_dir={tfds_data_dir}", *tiny, *flags]
 
 
 def run(command, timeout=300, **env):
@@ -94,12 +97,15 @@ def metrics_without_times(workdir):
 
 
 def snapshot(directory):
-  """{relative path: sha256} of every file under `directory` (None if it does not exist)."""
+  """{relative path: sha256} of every file under `directory` (None if it does not exist).
+
+  The workdir's `.lock` is left out: it names the last process that owned it.
+  """
   directory = pathlib.Path(directory)
   if not directory.exists():
     return None
   return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(directory.rglob("*")) if p.is_file()}
+          for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 # Where to kill, in the order a run passes them (fnmatch patterns over the

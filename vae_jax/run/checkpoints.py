@@ -33,6 +33,8 @@ import hashlib
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from typing import Any
 
@@ -109,6 +111,28 @@ def _absl_quiet():
     logging.set_verbosity(level)
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+  """Holds SIGINT/SIGTERM back until the block is done, then delivers them.
+
+  orbax's `wait_until_finished` catches BaseException, so a Ctrl-C raised in
+  it would be swallowed (and the run go on); a checkpoint is finished first.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  pending = []
+  signums = (signal.SIGINT, signal.SIGTERM)
+  handlers = {s: signal.signal(s, lambda signum, _: pending.append(signum)) for s in signums}
+  try:
+    yield
+  finally:
+    for signum, handler in handlers.items():
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    for signum in dict.fromkeys(pending):
+      signal.raise_signal(signum)
+
+
 class CheckpointStore:
   """The checkpoints of one run, under `<workdir>/checkpoints/<step>/`."""
 
@@ -182,9 +206,10 @@ class CheckpointStore:
     meta = {"step": step, "digest": state_digest(state, arrays), "shapes": leaf_shapes(state),
             "time": time.time(), **(extra or {})}
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
+      with _signals_deferred():
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       good = self.steps()
       raise CheckpointError(
