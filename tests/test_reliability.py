@@ -315,7 +315,8 @@ def test_nan_stops_naming_the_step_and_the_last_good_checkpoint_or_is_skipped(
   result = run(train_command(stopped, raw_data, tfds_data_dir, *DIVERGING), **cache)
   assert result.returncode == 1
   error = result.stderr.strip().splitlines()[-1]
-  match = re.fullmatch(r"error: the loss or gradients became NaN/inf at step (\d+); the last good"
+  match = re.fullmatch(r"error: the loss, gradients or updated parameters became NaN/inf at step"
+                       r" (\d+); the last good"
                        r" checkpoint is step (\d+) in (\S+) \(kept\); .*nan_policy=skip\.", error)
   assert match, error
   bad_step, good_step = int(match.group(1)), int(match.group(2))

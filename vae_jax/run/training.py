@@ -101,8 +101,8 @@ def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
       return optax.apply_updates(state.params, updates), opt_state
 
     if check_results:
-      new = update(None)
-      finite = finite & all_finite(new)
+      new = update(None)   # kept only if finite, and its norm too (as `finish` checks)
+      finite = finite & all_finite(new) & jnp.isfinite(optax.global_norm(new[0]))
       params, opt_state = jax.tree_util.tree_map(
           lambda a, b: jnp.where(finite, a, b), new, (state.params, state.opt_state))
       return finish(state, params, opt_state, finite, measurements, grad_norm, beta)
@@ -119,8 +119,8 @@ def make_step_fn(model: vae_lib.VAE, optimizer: optax.GradientTransformation, *,
       params, opt_state = jax.lax.cond(
           finite, update, lambda _: (state.params, state.opt_state), None)
     else:
-      all_finite = jax.lax.psum((~finite).astype(jnp.int32), member_axis) == 0
-      params, opt_state = jax.lax.cond(all_finite, update, update_finite_members, None)
+      all_members_finite = jax.lax.psum((~finite).astype(jnp.int32), member_axis) == 0
+      params, opt_state = jax.lax.cond(all_members_finite, update, update_finite_members, None)
     return finish(state, params, opt_state, finite, measurements, grad_norm, beta)
 
   def finish(state, params, opt_state, finite, measurements, grad_norm, beta):
