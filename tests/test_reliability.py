@@ -209,6 +209,43 @@ def test_sigkill_at_many_points_then_rerun_is_bit_identical(raw_data, tfds_data_
   assert not (workdir / "corrupt_checkpoints").exists()   # a kill never looks like corruption
 
 
+# A path orbax once globbed ('[' ']', '*', '?'), with a space, non-ASCII, '%' and a
+# trailing slash: killed twice, it resumes as if nothing happened (issue 18).
+NASTY_PATH = "runs [1] ünï%20*?/"
+
+
+def test_any_workdir_path_trains_kills_and_resumes_bit_identically(raw_data, tfds_data_dir,
+                                                                    tmp_path, reference, cache):
+  workdir = tmp_path / NASTY_PATH
+  command = train_command(f"{tmp_path}/{NASTY_PATH}", raw_data, tfds_data_dir)
+  for pattern in ("after rename */checkpoints/4.orbax-checkpoint-tmp",
+                  "before rename */checkpoints/14.orbax-checkpoint-tmp"):
+    result = run(command, VAE_JAX_KILL_AT=pattern, **cache)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+  assert run(command, **cache).returncode == 0
+  assert sorted(os.listdir(tmp_path)) == [NASTY_PATH.rstrip("/")]   # nothing written elsewhere
+  assert not (workdir / "corrupt_checkpoints").exists()
+  plain = tmp_path / "plain"            # orbax's own reader (the independent check) globs
+  shutil.copytree(workdir, plain)
+  assert_same_run(plain, reference)
+
+
+@pytest.mark.parametrize("signal_name, status", [("INT", 130), ("TERM", 143)])
+def test_a_signal_during_a_checkpoint_ends_in_one_line_after_it_and_rerun_is_bit_identical(
+    signal_name, status, raw_data, tfds_data_dir, tmp_path, reference, cache):
+  workdir = tmp_path / "workdir"
+  command = train_command(workdir, raw_data, tfds_data_dir)
+  result = run(command, VAE_JAX_SIGNAL=signal_name, **cache,
+               VAE_JAX_SIGNAL_AT="before rename */checkpoints/4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == status, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+  assert lines[-1].startswith(f"error: interrupted by SIG{signal_name}; rerun the same command")
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]   # the one being written finished
+  assert run(command, **cache).returncode == 0
+  assert_same_run(workdir, reference)
+
+
 # ------------------------------------------------------------ corrupt checkpoints
 
 @pytest.fixture(scope="module")

@@ -304,6 +304,19 @@ def test_loop_skips_non_finite_results_and_reports_only_finite_ones(diverging_co
       assert_same_tree(state.params, template.params)     # the initial θ, never updated
 
 
+def test_a_non_finite_test_evaluation_is_never_written(finished, tmp_path, monkeypatch):
+  config, workdir = copy_of(finished, tmp_path, eval__num_examples=200)   # re-evaluates
+  real = evaluation.evaluate
+  monkeypatch.setattr(evaluation, "evaluate",
+                      lambda *a, **k: dict(real(*a, **k), neg_elbo=float("nan")))
+  with pytest.raises(train.TrainingDiverged, match="the test evaluation gave neg_elbo=nan"):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / "results.json").exists()
+  assert not [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == "test"]
+  (aside,) = (workdir / "previous_results").iterdir()          # the earlier results are kept
+  assert (aside / "results.json").read_bytes() == (finished[1] / "results.json").read_bytes()
+
+
 def tiny_config_model(config):
   from vae_jax.models import build  # pylint: disable=g-import-not-at-top
   return build.build_model(config)
@@ -597,6 +610,22 @@ def test_a_training_on_a_workdir_owned_by_another_process_changes_nothing(finish
     holder.send_signal(signal.SIGKILL)
     holder.wait()
   train.train_and_evaluate(config, str(workdir))   # a killed owner leaves no lock behind
+
+
+def test_cli_second_writer_gets_one_line_naming_the_holder(finished, raw_data, tfds_data_dir,
+                                                          tmp_path):
+  _, workdir = copy_of(finished, tmp_path)
+  holder = subprocess.Popen([sys.executable, "-c", HOLD.format(repo=str(REPO), workdir=str(workdir))],
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    before = snapshot(workdir)
+    result = run(train_command(workdir, raw_data, tfds_data_dir))
+    assert_one_line_error(result, f"is in use by another training process (pid {holder.pid} on ")
+    assert snapshot(workdir) == before
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
 
 
 def test_readers_leave_a_writers_files_alone(finished, tmp_path):
