@@ -17,7 +17,8 @@ b1 = 1, a learning rate or schedule that is NaN/inf, an overflow). Checking
 the results before keeping them costs a second pass over the state (1.4-2x
 slower steps on CPU, measured), so the default step checks them after the
 fact, for free: `finite` is also 0 when the new parameters' norm (a
-measurement anyway) is not finite, and the state is then *not* valid: the
+measurement anyway; one that overflows, |θ| beyond ~1e19, counts as
+diverged) is not finite, and the state is then *not* valid: the
 caller must discard it (`train.train_and_evaluate` stops, or under
 nan_policy="skip" replays that block of steps with `check_results=True`,
 which keeps the old values wherever a result is not finite) and should check
