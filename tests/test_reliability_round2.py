@@ -320,6 +320,20 @@ def test_a_non_finite_test_evaluation_is_never_written(finished, tmp_path, monke
   assert (aside / "results.json").read_bytes() == (finished[1] / "results.json").read_bytes()
 
 
+def test_cli_evaluate_never_writes_non_finite_scores(finished, tmp_path):
+  config, workdir = copy_of(finished, tmp_path)
+  template = workdir_lib.state_template(config, tiny_config_model(config))
+  with checkpoints_lib.CheckpointStore(str(workdir)) as store:
+    state, _ = store.restore(16, template)
+    huge = jax.tree_util.tree_map(lambda x: x * 1e30, state.params)   # finite, but overflows
+    store.save(state._replace(step=jnp.asarray(17, jnp.int32), params=huge))
+  before = snapshot(workdir)
+  result = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
+                "--num_samples=5", "--num_examples=20", "--batch_size=20"])
+  assert_one_line_error(result, "(NaN/inf), not written as a result")
+  assert snapshot(workdir) == before
+
+
 def tiny_config_model(config):
   from vae_jax.models import build  # pylint: disable=g-import-not-at-top
   return build.build_model(config)

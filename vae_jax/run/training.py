@@ -21,7 +21,7 @@ measurement anyway; one that overflows, |θ| beyond ~1e19, counts as
 diverged) is not finite, and the state is then *not* valid: the
 caller must discard it (`train.train_and_evaluate` stops, or under
 nan_policy="skip" replays that block of steps with `check_results=True`,
-which keeps the old values wherever a result is not finite) and should check
+which drops an update whose results are not all finite) and should check
 `all_finite(state)` before keeping a state (`train` does after every block).
 """
 
