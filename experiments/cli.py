@@ -1,15 +1,21 @@
-"""Shared command-line behaviour: user errors become one line and exit code 1.
+"""Shared command-line behaviour: every exit path ends in one line.
 
 Entry points call `run(main)` (flag and config errors: one line) and wrap their
 work in `one_line_errors()` (errors of the input, the data, the workdir or the
 disk: one line). Both print `error: <what is wrong>; <how to fix it>` on
 stderr and exit with status 1; anything else is a bug and keeps its traceback.
+A flag given twice is refused (absl would keep the last value, and
+ml_collections joins tuples: `hidden_widths=(16,)` then `=(8,)` gave (16, 8)).
+Ctrl-C (SIGINT) and SIGTERM unwind the program (checkpoints closed, the
+workdir's lock released), print one line and exit with 128 + the signal
+number (130, 143); a second signal exits at once.
 """
 
 import contextlib
 import errno
 import os
 import re
+import signal
 import sys
 
 from absl import app
@@ -27,8 +33,31 @@ def _user_error_types():
   from vae_jax.run import checkpoints  # pylint: disable=g-import-not-at-top
   from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
   from vae_jax.run import train  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import workdir  # pylint: disable=g-import-not-at-top
   return (ValueError, KeyError, TypeError, OSError, data.DataError,
-          checkpoints.CheckpointError, train.TrainingDiverged, train.WorkdirError)
+          checkpoints.CheckpointError, train.TrainingDiverged, workdir.WorkdirError)
+
+
+class Interrupted(KeyboardInterrupt):
+  """SIGINT or SIGTERM arrived; raised in the main thread so that cleanup runs."""
+
+  def __init__(self, signum: int):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+
+
+def _interrupt(signum, frame):
+  del frame
+  for other in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(other, _exit_now)
+  raise Interrupted(signum)
+
+
+def _exit_now(signum, frame):
+  del frame
+  print(f"error: interrupted again by {signal.Signals(signum).name}; exited at once.",
+        file=sys.stderr, flush=True)
+  os._exit(128 + signum)  # pylint: disable=protected-access
 
 
 def _fail(message: str):
@@ -73,8 +102,31 @@ def _unknown_field(e: Exception, argv) -> str:
   return f"unknown config field {name!r}{where}; {fix}"
 
 
+def _repeated_flag(argv) -> str | None:
+  """`--name=...` given twice (config fields and single-valued flags), as an error message."""
+  seen = {}
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if not re.match(r"--?[A-Za-z_]", arg):
+      continue
+    name = arg.lstrip("-").split("=", 1)[0]
+    if name == "flagfile" or (name in flags.FLAGS and isinstance(flags.FLAGS[name], flags.MultiFlag)):
+      continue
+    if name.startswith("no") and name[2:] in flags.FLAGS:
+      name = name[2:]
+    if name in seen:
+      return (f"--{name} is given twice ({seen[name]} and {arg}); give it once, with the value"
+              " you mean")
+    seen[name] = arg
+  return None
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with every error as one line, and config files loaded now."""
+  repeated = _repeated_flag(argv)
+  if repeated:
+    _fail(repeated)
   try:
     remaining = flags.FLAGS(argv)
   except SystemExit as e:  # absl exits 1 after printing --help; asking for help is no error
@@ -103,5 +155,13 @@ def run(main):
       logging.set_verbosity(logging.WARNING)
     return main(argv)
 
-  with one_line_errors():
-    app.run(quiet_main, flags_parser=_parse_flags)
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, _interrupt)
+  try:
+    with one_line_errors():
+      app.run(quiet_main, flags_parser=_parse_flags)
+  except KeyboardInterrupt as e:
+    signum = getattr(e, "signum", signal.SIGINT)
+    print(f"error: interrupted by {signal.Signals(signum).name}; rerun the same command to go on"
+          " (training resumes from its last checkpoint).", file=sys.stderr, flush=True)
+    sys.exit(128 + signum)

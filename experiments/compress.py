@@ -58,6 +58,9 @@ def encode(workdir: str, output: str, precision="8", *, split: str | None = None
   from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   if not output or (split is None) == (input_dir is None):
     raise ValueError("encode needs --output and exactly one of --split or --input_dir.")
+  if num_images < 0:
+    raise ValueError(f"--num_images={num_images} must be ≥ 0; give the number of images to"
+                     " encode, or 0 for all.")
   config, model, params = workdir_lib.load_trained(workdir)
   if input_dir:
     images = read_pngs(input_dir, model.input_shape)

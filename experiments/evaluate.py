@@ -5,7 +5,8 @@ r"""Evaluates a trained workdir: test −ELBO and the importance-sampled NLL.
 
 Writes `<workdir>/evaluation_<split>_k<k>_n<N|all>_seed<s>.json`, named by every
 setting that changes the numbers (so another call never overwrites it, and never
-touches the run's own files), and prints it. Useful to evaluate on a GPU what was trained elsewhere,
+touches the run's own files, even while it trains), and prints it; scores that are
+NaN/inf are refused, not written. Useful to evaluate on a GPU what was trained elsewhere,
 or with another k than the run's config.
 A --pretrained model's scores are printed only, beside the test NLL recorded
 when it was trained (`recorded_nll`).
@@ -40,6 +41,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from vae_jax.inference import evaluation  # pylint: disable=g-import-not-at-top
   from vae_jax.datasets import splits  # pylint: disable=g-import-not-at-top
+  from vae_jax.run import train  # pylint: disable=g-import-not-at-top
   from vae_jax.run import workdir  # pylint: disable=g-import-not-at-top
   from vae_jax.run import zoo  # pylint: disable=g-import-not-at-top
   with cli.one_line_errors():
@@ -57,17 +59,16 @@ def main(argv):
         model, params, images, jax.random.fold_in(jax.random.PRNGKey(seed), 3),
         batch_size=_BATCH.value, num_samples=(_NUM_SAMPLES.value or None) if model.stochastic else None,
         chunk_size=_CHUNK.value)
+    train.check_finite_scores(scores, f"evaluating {_PRETRAINED.value or _WORKDIR.value}")
     scores.update(split=_SPLIT.value, num_samples=_NUM_SAMPLES.value, seed=seed,
                   seconds=time.time() - start, device=str(jax.devices()[0].device_kind))
     if _PRETRAINED.value:
       scores.update(pretrained=_PRETRAINED.value, recorded_nll=zoo.recorded_results(_PRETRAINED.value).get("nll"))
       print(json.dumps(scores))
       return
-    path = os.path.join(_WORKDIR.value, output_name(_SPLIT.value, _NUM_SAMPLES.value,
-                                                    _NUM_EXAMPLES.value, seed))
-    with open(path + ".tmp", "w") as f:
-      json.dump(scores, f, indent=2)
-    os.replace(path + ".tmp", path)
+    path = os.path.join(workdir.resolve(_WORKDIR.value), output_name(_SPLIT.value, _NUM_SAMPLES.value,
+                                                                     _NUM_EXAMPLES.value, seed))
+    workdir.write_json(path, scores)
   print(json.dumps(scores))
 
 

@@ -47,9 +47,12 @@ TINY_FLAGS = (
 
 
 def train_command(workdir, raw_data, tfds_data_dir, *flags):
+  """The tiny run's command line; `flags` replace the tiny flags of the same name."""
+  given = {flag.split("=")[0] for flag in flags}
+  tiny = [flag for flag in TINY_FLAGS if flag.split("=")[0] not in given]
   return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py",
           f"--workdir={workdir}", f"--config.data.raw_data_dir={raw_data}",
-          f"--config.data.data_dir={tfds_data_dir}", *TINY_FLAGS, *flags]
+          f"--config.data.data_dir={tfds_data_dir}", *tiny, *flags]
 
 
 def run(command, timeout=300, **env):
@@ -94,12 +97,15 @@ def metrics_without_times(workdir):
 
 
 def snapshot(directory):
-  """{relative path: sha256} of every file under `directory` (None if it does not exist)."""
+  """{relative path: sha256} of every file under `directory` (None if it does not exist).
+
+  The workdir's `.lock` is left out: it names the last process that owned it.
+  """
   directory = pathlib.Path(directory)
   if not directory.exists():
     return None
   return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(directory.rglob("*")) if p.is_file()}
+          for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 # Where to kill, in the order a run passes them (fnmatch patterns over the
@@ -201,6 +207,43 @@ def test_sigkill_at_many_points_then_rerun_is_bit_identical(raw_data, tfds_data_
   assert_same_run(workdir, reference)
   assert final_state_arrays(workdir)[0] == 24
   assert not (workdir / "corrupt_checkpoints").exists()   # a kill never looks like corruption
+
+
+# A path orbax once globbed ('[' ']', '*', '?'), with a space, non-ASCII, '%' and a
+# trailing slash: killed twice, it resumes as if nothing happened (issue 18).
+NASTY_PATH = "runs [1] ünï%20*?/"
+
+
+def test_any_workdir_path_trains_kills_and_resumes_bit_identically(raw_data, tfds_data_dir,
+                                                                    tmp_path, reference, cache):
+  workdir = tmp_path / NASTY_PATH
+  command = train_command(f"{tmp_path}/{NASTY_PATH}", raw_data, tfds_data_dir)
+  for pattern in ("after rename */checkpoints/4.orbax-checkpoint-tmp",
+                  "before rename */checkpoints/14.orbax-checkpoint-tmp"):
+    result = run(command, VAE_JAX_KILL_AT=pattern, **cache)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+  assert run(command, **cache).returncode == 0
+  assert sorted(os.listdir(tmp_path)) == [NASTY_PATH.rstrip("/")]   # nothing written elsewhere
+  assert not (workdir / "corrupt_checkpoints").exists()
+  plain = tmp_path / "plain"            # orbax's own reader (the independent check) globs
+  shutil.copytree(workdir, plain)
+  assert_same_run(plain, reference)
+
+
+@pytest.mark.parametrize("signal_name, status", [("INT", 130), ("TERM", 143)])
+def test_a_signal_during_a_checkpoint_ends_in_one_line_after_it_and_rerun_is_bit_identical(
+    signal_name, status, raw_data, tfds_data_dir, tmp_path, reference, cache):
+  workdir = tmp_path / "workdir"
+  command = train_command(workdir, raw_data, tfds_data_dir)
+  result = run(command, VAE_JAX_SIGNAL=signal_name, **cache,
+               VAE_JAX_SIGNAL_AT="before rename */checkpoints/4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == status, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+  assert lines[-1].startswith(f"error: interrupted by SIG{signal_name}; rerun the same command")
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]   # the one being written finished
+  assert run(command, **cache).returncode == 0
+  assert_same_run(workdir, reference)
 
 
 # ------------------------------------------------------------ corrupt checkpoints
@@ -309,7 +352,8 @@ def test_nan_stops_naming_the_step_and_the_last_good_checkpoint_or_is_skipped(
   result = run(train_command(stopped, raw_data, tfds_data_dir, *DIVERGING), **cache)
   assert result.returncode == 1
   error = result.stderr.strip().splitlines()[-1]
-  match = re.fullmatch(r"error: the loss or gradients became NaN/inf at step (\d+); the last good"
+  match = re.fullmatch(r"error: the loss, gradients or updated parameters became NaN/inf at step"
+                       r" (\d+); the last good"
                        r" checkpoint is step (\d+) in (\S+) \(kept\); .*nan_policy=skip\.", error)
   assert match, error
   bad_step, good_step = int(match.group(1)), int(match.group(2))

@@ -10,6 +10,8 @@ naming the field, the problem and the fix.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 OBJECTIVES = ("elbo", "iwae", "ae")
@@ -118,53 +120,106 @@ def _fail(field: str, value, problem: str, fix: str):
   raise ValueError(f"config.{field}={value!r}: {problem}; {fix}.")
 
 
+def _value(config: ml_collections.ConfigDict, field: str):
+  for name in field.split("."):
+    config = config[name]
+  return config
+
+
+def _finite_floats(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """Every float of the config (in tuples too) must be finite: NaN/inf never make sense."""
+  for name, value in config.items():
+    field = f"{prefix}{name}"
+    if isinstance(value, ml_collections.ConfigDict):
+      _finite_floats(value, field + ".")
+    elif any(isinstance(v, float) and not math.isfinite(v)
+             for v in (value if isinstance(value, (tuple, list)) else (value,))):
+      _fail(field, value, "must be finite", "give a finite number")
+
+
+def _one_of(config, field: str, choices, problem: str = "unknown value") -> None:
+  if _value(config, field) not in choices:
+    _fail(field, _value(config, field), problem, f"choose one of {', '.join(choices)}")
+
+
+def _at_least(config, field: str, low, fix: str, problem: str | None = None) -> None:
+  value = _value(config, field)
+  if not value >= low:   # also refuses NaN
+    _fail(field, value, problem or f"must be ≥ {low}", fix)
+
+
+def _above(config, field: str, low, fix: str) -> None:
+  value = _value(config, field)
+  if not value > low:
+    _fail(field, value, f"must be > {low}", fix)
+
+
+def _in_unit_interval(config, field: str, fix: str) -> None:
+  value = _value(config, field)
+  if not 0 <= value < 1:
+    _fail(field, value, "must be in [0, 1)", fix)
+
+
+def _positive_ints(config, field: str, fix: str) -> None:
+  value = _value(config, field)
+  if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+    _fail(field, value, "must be whole numbers ≥ 1", fix)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the values that types alone cannot (raises ValueError)."""
+  """Checks every value's range, before anything is written (raises ValueError).
+
+  One line per problem: `config.<field>=<value>: <problem>; <fix>.` A new field
+  gets one line here (floats are checked finite for every field already).
+  """
   from vae_jax.nn import activations  # pylint: disable=g-import-not-at-top
   from vae_jax.datasets import data  # pylint: disable=g-import-not-at-top
-  if config.data.name not in data.DATASETS:
-    _fail("data.name", config.data.name, "unknown dataset", f"choose one of {', '.join(data.DATASETS)}")
-  if config.data.train_subset < 0:
-    _fail("data.train_subset", config.data.train_subset, "must be ≥ 0", "use 0 for the whole split")
+  _finite_floats(config)
+  if not 0 <= config.seed < 2**32:
+    _fail("seed", config.seed, "must be in [0, 2³²) (jax.random.PRNGKey wraps it)",
+          "give a non-negative seed below 4294967296")
+  _one_of(config, "data.name", data.DATASETS, "unknown dataset")
+  _at_least(config, "data.train_subset", 0, "use 0 for the whole split")
   if not -1 <= config.data.exclude_label <= 9:
     _fail("data.exclude_label", config.data.exclude_label, "must be a class 0–9 or -1", "use -1 to keep every class")
-  if config.model.latent_dim <= 0:
-    _fail("model.latent_dim", config.model.latent_dim, "must be ≥ 1", "give a positive latent dimension")
+
+  _at_least(config, "model.latent_dim", 1, "give a positive latent dimension")
+  _positive_ints(config, "model.hidden_widths", "give layer widths such as (512, 256)")
+  _positive_ints(config, "model.conv_channels", "give channel counts such as (32, 64)")
+  _above(config, "model.gaussian_scale", 0, "give the Gaussian likelihood's standard deviation, e.g. 0.1")
   activations.get(config.model.activation)
-  if config.objective.name not in OBJECTIVES:
-    _fail("objective.name", config.objective.name, "unknown objective", f"choose one of {', '.join(OBJECTIVES)}")
-  if config.objective.num_samples < 1:
-    _fail("objective.num_samples", config.objective.num_samples, "k must be ≥ 1", "use k=1 for the ELBO")
-  if config.objective.beta < 0:
-    _fail("objective.beta", config.objective.beta, "β must be ≥ 0", "use β=1 for the ELBO")
-  if config.objective.estimator not in ESTIMATORS:
-    _fail("objective.estimator", config.objective.estimator, "unknown estimator", f"choose one of {', '.join(ESTIMATORS)}")
-  if not 0.0 <= config.training.ema_decay < 1.0:
-    _fail("training.ema_decay", config.training.ema_decay, "must be in [0, 1)", "use e.g. 0.999, or 0 to disable the average")
-  if config.objective.kl_warmup_steps < 0:
-    _fail("objective.kl_warmup_steps", config.objective.kl_warmup_steps, "must be ≥ 0", "use 0 for no warm-up")
-  if config.optimizer.name not in OPTIMIZERS:
-    _fail("optimizer.name", config.optimizer.name, "unknown optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
-  if config.optimizer.schedule not in SCHEDULES:
-    _fail("optimizer.schedule", config.optimizer.schedule, "unknown schedule", f"choose one of {', '.join(SCHEDULES)}")
-  if not config.optimizer.learning_rate > 0:
-    _fail("optimizer.learning_rate", config.optimizer.learning_rate, "must be > 0", "give a positive learning rate")
-  if config.optimizer.grad_clip_norm < 0:
-    _fail("optimizer.grad_clip_norm", config.optimizer.grad_clip_norm, "must be ≥ 0", "use 0 to disable clipping")
-  if config.training.keep_checkpoints_every_steps < 0:
-    _fail("training.keep_checkpoints_every_steps", config.training.keep_checkpoints_every_steps,
-          "must be ≥ 0", "use 0 to keep only the newest training.keep_checkpoints")
+
+  _one_of(config, "objective.name", OBJECTIVES, "unknown objective")
+  _at_least(config, "objective.num_samples", 1, "use k=1 for the ELBO", "k must be ≥ 1")
+  _at_least(config, "objective.beta", 0, "use β=1 for the ELBO", "β must be ≥ 0")
+  _at_least(config, "objective.kl_warmup_steps", 0, "use 0 for no warm-up")
+  _one_of(config, "objective.estimator", ESTIMATORS, "unknown estimator")
+
+  _one_of(config, "optimizer.name", OPTIMIZERS, "unknown optimizer")
+  _one_of(config, "optimizer.schedule", SCHEDULES, "unknown schedule")
+  _above(config, "optimizer.learning_rate", 0, "give a positive learning rate")
+  _at_least(config, "optimizer.warmup_steps", 0, "use 0 for no warm-up")
+  _above(config, "optimizer.decay_rate", 0, "give the factor the learning rate decays by, e.g. 0.1")
+  _in_unit_interval(config, "optimizer.momentum", "use e.g. 0.9 (0 is plain SGD)")
+  _in_unit_interval(config, "optimizer.b1", "use Adam's default 0.9")
+  _in_unit_interval(config, "optimizer.b2", "use Adam's default 0.999")
+  _above(config, "optimizer.eps", 0, "use Adam's default 1e-8")
+  _at_least(config, "optimizer.weight_decay", 0, "use 0 for no weight decay")
+  _at_least(config, "optimizer.grad_clip_norm", 0, "use 0 to disable clipping")
+
   for field in ("batch_size", "num_epochs", "steps_per_scan", "log_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs"):
-    if getattr(config.training, field) < 1:
-      _fail(f"training.{field}", getattr(config.training, field), "must be ≥ 1", "give a positive integer")
-  if config.training.nan_policy not in NAN_POLICIES:
-    _fail("training.nan_policy", config.training.nan_policy, "unknown policy", f"choose one of {', '.join(NAN_POLICIES)}")
-  if config.eval.batch_size < 1:
-    _fail("eval.batch_size", config.eval.batch_size, "must be ≥ 1", "give a positive integer")
-  if config.eval.is_num_samples < 0 or config.eval.is_chunk_size < 1:
-    _fail("eval.is_num_samples", config.eval.is_num_samples, "k must be ≥ 0 with chunk ≥ 1",
-          "use 0 to skip the importance-sampled estimate")
+    _at_least(config, f"training.{field}", 1, "give a positive integer")
+  _at_least(config, "training.keep_checkpoints_every_steps", 0,
+            "use 0 to keep only the newest training.keep_checkpoints")
+  _one_of(config, "training.nan_policy", NAN_POLICIES, "unknown policy")
+  _in_unit_interval(config, "training.ema_decay", "use e.g. 0.999, or 0 to disable the average")
+
+  _at_least(config, "eval.batch_size", 1, "give a positive integer")
+  _at_least(config, "eval.num_examples", 0, "use 0 for the whole split")
+  _at_least(config, "eval.is_num_samples", 0, "use 0 to skip the importance-sampled estimate",
+            "k must be ≥ 0")
+  _at_least(config, "eval.is_chunk_size", 1, "give a positive integer")
   from vae_jax.run import trackers  # pylint: disable=g-import-not-at-top
   trackers.check_config(config.logging)
 

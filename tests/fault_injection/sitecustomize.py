@@ -18,6 +18,8 @@ the file descriptor).
                              launcher started in its own session, with its
                              training processes: a machine that goes down).
   VAE_JAX_FAIL_AT=<pattern>  instead raise OSError(ENOSPC) there: a full disk.
+  VAE_JAX_SIGNAL_AT=<pattern> instead send the process VAE_JAX_SIGNAL (INT or
+                             TERM; default INT) there: Ctrl-C or a polite kill.
   VAE_JAX_KILL_LOG=<file>    append "<n> <description>" for every point, and
                              "KILL <n> <description>" for the point killed at.
 """
@@ -31,6 +33,8 @@ import signal
 
 _KILL_AT = os.environ.get("VAE_JAX_KILL_AT", "")
 _FAIL_AT = os.environ.get("VAE_JAX_FAIL_AT", "")
+_SIGNAL_AT = os.environ.get("VAE_JAX_SIGNAL_AT", "")
+_signalled = [False]
 _LOG = os.environ.get("VAE_JAX_KILL_LOG")
 _count = [0]
 
@@ -47,6 +51,9 @@ def _point(when, op, path):
     os.killpg(os.getpgid(0), signal.SIGKILL)
   if kill:
     os.kill(os.getpid(), signal.SIGKILL)
+  if _SIGNAL_AT and not _signalled[0] and fnmatch.fnmatchcase(description, _SIGNAL_AT):
+    _signalled[0] = True
+    os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("VAE_JAX_SIGNAL", "INT")))
   if _FAIL_AT and fnmatch.fnmatchcase(description, _FAIL_AT):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
@@ -67,6 +74,6 @@ def _watch(module, name):
   setattr(module, name, watched)
 
 
-if _KILL_AT or _FAIL_AT or _LOG:
+if _KILL_AT or _FAIL_AT or _SIGNAL_AT or _LOG:
   for _module, _name in ((os, "rename"), (os, "replace"), (os, "fsync"), (shutil, "rmtree")):
     _watch(_module, _name)

@@ -13,17 +13,31 @@ a resumed run executes exactly the same compiled programs on exactly the same
 inputs as an uninterrupted one: on CPU its parameters are bit-identical. The
 next epoch is shuffled on the host while the last block of an epoch runs.
 
+After every block the state is checked on the device (`training.all_finite`):
+a state holding NaN/inf is never checkpointed, evaluated or returned. Under
+nan_policy="stop" the run stops naming the step; under "skip" a block in which
+an update made the state non-finite is replayed from a copy of its first state
+with a step that checks every result before keeping it (it drops that update,
+as it drops one whose loss or gradient is not finite).
+
+One process owns the workdir while it trains (`workdir.owned`, a lock), and
+a rerun continues the same run, re-evaluates a finished one, or stops with the
+reason (`workdir.rerun_plan`).
+
 Workdir layout:
-  config.json          the config of the run (a rerun must match its model)
+  .lock                the owner's lock (pid and host of the last owner)
+  config.json          the config of the run that produced results.json
   checkpoints/<step>/  orbax checkpoints (the last `keep_checkpoints`, and every
                        multiple of `keep_checkpoints_every_steps` if set)
   metrics.jsonl        train/validation/test records, TensorBoard in tensorboard/
   images/              reconstruction and sample grids at every evaluation
   results.json         final test metrics (written last: its presence means done)
+  previous_results/    results.json (and config.json) that a rerun superseded
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -46,70 +60,14 @@ from vae_jax.run import optimizers
 from vae_jax.scale import sharding
 from vae_jax.run import trackers
 from vae_jax.run import training
-
+from vae_jax.run import workdir as workdir_lib
 
 
 class TrainingDiverged(RuntimeError):
-  """The loss or gradients became NaN/inf under nan_policy="stop"."""
+  """The loss, gradients or updated state became NaN/inf under nan_policy="stop"."""
 
 
-class WorkdirError(RuntimeError):
-  """The workdir cannot be used (unwritable, or it holds a different run)."""
-
-
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Checks the workdir is writable and holds no run of another config (writes nothing in it)."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise WorkdirError(
-        f"workdir {workdir} is not writable ({e.strerror}); choose another --workdir"
-        " or fix its permissions.") from e
-  for name, folder in (("checkpoints", True), ("images", True), ("config.json", False),
-                       ("metrics.jsonl", False), ("results.json", False)):
-    entry = os.path.join(workdir, name)
-    if os.path.exists(entry) and os.path.isdir(entry) != folder:
-      raise WorkdirError(f"{entry} is not a {'folder' if folder else 'file'} as a run needs;"
-                         " move it away or choose another --workdir.")
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        previous = json.load(f)
-      if not isinstance(previous, dict):
-        raise ValueError("it holds no JSON object")
-    except ValueError as e:
-      raise WorkdirError(
-          f"{path} is not valid JSON ({e}); delete it to resume this workdir with this config"
-          " (the checkpoints' shapes are still checked) or choose another --workdir.") from e
-    # Fill fields added to the defaults after that run was written, so that
-    # adding a config field never makes old workdirs unresumable.
-    filled = config_lib.default_config()
-    config_lib.update_from_dict(filled, previous)
-    previous = json.loads(filled.to_json_best_effort())
-    changed = [k for k in ("data", "model", "objective", "optimizer", "seed")
-               if previous.get(k) != current.get(k)]
-    batch_changed = previous.get("training", {}).get("batch_size") != current["training"]["batch_size"]
-    if changed or batch_changed:
-      fields = changed + (["training.batch_size"] if batch_changed else [])
-      raise WorkdirError(
-          f"workdir {workdir} holds a run with a different {', '.join(fields)};"
-          " use a new --workdir, or the config of that run to resume it.")
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes config.json (atomically), once the workdir and its checkpoints passed every check."""
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
-    os.replace(tmp, path)
+WorkdirError = workdir_lib.WorkdirError
 
 
 def _block_length(step: int, steps_per_epoch: int, block: int) -> int:
@@ -132,35 +90,60 @@ def write_images(model, params, images, key, path_prefix: str, image_shape) -> N
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming what is there) and returns the test metrics."""
   config_lib.validate(config)
-  workdir = os.fspath(workdir)
+  workdir = workdir_lib.resolve(workdir)
   primary = jax.process_index() == 0
   mesh = sharding.make_mesh()  # all devices of all processes; batches split, state replicated
   sharding.check_batch_size(config.training.batch_size, mesh)
-  results_path = os.path.join(workdir, "results.json")
   model = build.build_model(config)
-  info = data_lib.dataset_info(config.data.name)
   # Every split is read (and its cache checked) before anything is written to the workdir.
   train_images, validation, test = (splits.load_data(config, s).images for s in data_lib.SPLITS)
   steps_per_epoch = data_lib.num_batches(len(train_images), config.training.batch_size)
   total_steps = config.training.num_epochs * steps_per_epoch
-  _prepare_workdir(config, workdir)
+  workdir_lib.prepare(workdir)
+  with workdir_lib.owned(workdir) if primary else contextlib.nullcontext():
+    previous = workdir_lib.previous_config(workdir)
+    workdir_lib.changed_fields(previous, config, workdir)   # another run: stop before restoring
+    optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
+    state = sharding.replicate(
+        training.state_from_config(config, model, optimizer), mesh)
+    with checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,
+                                         config.training.keep_checkpoints_every_steps) as store:
+      restored, _ = store.restore_latest(state)
+      if restored is not None:
+        state = restored
+        logging.info("resuming from step %d", int(state.step))
+      plan = workdir_lib.rerun_plan(
+          previous, config, step=int(state.step), skipped=int(state.skipped),
+          total_steps=total_steps, steps_per_epoch=steps_per_epoch, workdir=workdir)
+      results_path = os.path.join(workdir, "results.json")
+      earlier = metrics_lib.read_results(results_path, move_damaged=primary)
+      if plan == "done" and earlier is not None and previous is not None:
+        return earlier
+      if os.path.exists(results_path):
+        if primary:   # superseded: re-evaluated, trained on, or retrained after a corrupt checkpoint
+          doing = {"reevaluate": "re-evaluating the finished run with the new eval settings",
+                   "train": "training on"}.get(plan, "evaluating the finished run again")
+          print(f"{workdir}: {doing}; the earlier results.json and config.json are in"
+                f" {workdir_lib.set_aside(workdir)}.", flush=True)
+      if primary:
+        workdir_lib.write_json(os.path.join(workdir, "config.json"),
+                               json.loads(config.to_json_best_effort()))
+      return _train_and_evaluate(
+          config, workdir, model, optimizer, state, store, mesh, (train_images, validation, test), steps_per_epoch,
+          total_steps, (earlier or {}).get("train_wall_time_s", 0.0) if plan == "reevaluate" else 0.0)
 
-  optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
-  state = sharding.replicate(
-      training.state_from_config(config, model, optimizer), mesh)
-  store = checkpoints_lib.CheckpointStore(workdir, config.training.keep_checkpoints,
-                                          config.training.keep_checkpoints_every_steps)
-  restored, _ = store.restore_latest(state)
-  if restored is not None:
-    state = restored
-    logging.info("resuming from step %d", int(state.step))
-  _write_config(config, workdir)
-  finished = metrics_lib.read_results(results_path, move_damaged=primary)
-  if int(state.step) >= total_steps and finished is not None:
-    return finished
 
-  step_fn = training.step_fn_from_config(config, model, optimizer)
-  train_steps = training.jit_train_steps(step_fn)
+def _train_and_evaluate(config, workdir, model, optimizer, state, store, mesh, images,
+                        steps_per_epoch, total_steps, earlier_wall_time) -> dict:
+  """The training loop from `state`, then the final evaluation (the workdir is owned)."""
+  train_images, validation, test = images
+  primary = jax.process_index() == 0
+  info = data_lib.dataset_info(config.data.name)
+  results_path = os.path.join(workdir, "results.json")
+  train_steps = training.jit_train_steps(training.step_fn_from_config(config, model, optimizer))
+  checked_steps = None   # compiled when a block must be replayed (nan_policy="skip")
+  state_is_finite = jax.jit(training.all_finite)
+  skip = config.training.nan_policy == "skip"
   writer = (metrics_lib.MetricsWriter(workdir, int(state.step), config.training.tensorboard,
                                       trackers.from_config(config, workdir))
             if primary else metrics_lib.NullWriter())
@@ -180,14 +163,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         epoch_data, epoch_of_data = shuffled(epoch), epoch
       offset = step % steps_per_epoch
       length = _block_length(step, steps_per_epoch, config.training.steps_per_scan)
-      state, measured = train_steps(state, epoch_data[offset:offset + length])
+      block = epoch_data[offset:offset + length]
+      first_state = jax.tree_util.tree_map(jnp.copy, state) if skip else None
+      state, measured = train_steps(state, block)
       first, step = step, step + length
       if step < total_steps and step // steps_per_epoch != epoch:
         # Shuffle the next epoch on the host while this block runs (dispatch is asynchronous).
         epoch_of_data = step // steps_per_epoch
         epoch_data = shuffled(epoch_of_data)
       measured = jax.device_get(measured)
-      _check_finite(config, measured, first, store)
+      finite_state = bool(state_is_finite(state))
+      if not skip:
+        _stop_if_diverged(measured, finite_state, first, length, store)
+      elif not finite_state:   # an update made the state non-finite: replay, dropping it
+        if checked_steps is None:
+          checked_steps = training.jit_train_steps(
+              training.step_fn_from_config(config, model, optimizer, check_results=True))
+        state, measured = jax.device_get(checked_steps(first_state, block))
+      del first_state
+      if not measured["finite"].all():
+        logging.warning("skipped %d non-finite updates after step %d",
+                        int((measured["finite"] == 0).sum()), first)
       log_every = config.training.log_every_steps
       writer.write_many("train", (
           (first + i + 1, {k: v[i] for k, v in measured.items()})
@@ -210,47 +206,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if crossed or evaluate_now or step == total_steps:
         writer.flush()
         store.save(state, {"epoch": step / steps_per_epoch})
+    train_wall_time = time.time() - start + earlier_wall_time
+
+    scores = evaluation.evaluate(
+        model, training.eval_params(state), test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
+        num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
+        chunk_size=config.eval.is_chunk_size, mesh=mesh)
+    check_finite_scores(scores, "the test evaluation")
+    results = dict(scores, step=step, epochs=config.training.num_epochs,
+                   skipped_updates=int(state.skipped), num_test_examples=len(test),
+                   train_wall_time_s=train_wall_time)
+    writer.write(step, "test", results)
   finally:
     progress.close()
-    writer.flush()
-  train_wall_time = time.time() - start
-
-  scores = evaluation.evaluate(
-      model, training.eval_params(state), test, jax.random.fold_in(eval_key, 2**31 - 1), batch_size=config.eval.batch_size,
-      num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
-      chunk_size=config.eval.is_chunk_size, mesh=mesh)
-  results = dict(scores, step=step, epochs=config.training.num_epochs,
-                 skipped_updates=int(state.skipped), num_test_examples=len(test),
-                 train_wall_time_s=train_wall_time)
-  writer.write(step, "test", results)
-  writer.close()
+    writer.close()
   if primary:
     if config.eval.write_images:
       write_images(model, sharding.host_copy(training.eval_params(state)), test, eval_key, os.path.join(workdir, "images", "final"),
                    info.image_shape)
-    tmp = results_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, results_path)
+    workdir_lib.write_json(results_path, results)
     if config.eval.write_figures:
       from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
       figures.write_run_figures(config, model, jax.device_get(training.eval_params(state)),
                                 os.path.join(workdir, "figures"), os.path.join(workdir, "metrics.jsonl"))
-  store.close()
   return results
 
 
-def _check_finite(config, measured, first_step: int, store) -> None:
-  bad = np.flatnonzero(np.asarray(measured["finite"]) == 0)
-  if bad.size and config.training.nan_policy == "stop":
-    steps = store.steps()
+def check_finite_scores(scores: dict, what: str) -> None:
+  """Raises TrainingDiverged if a score is NaN/inf (never reported as a result)."""
+  bad = sorted(k for k, v in scores.items()
+               if isinstance(v, (float, np.floating)) and not np.isfinite(v))
+  if bad:
     raise TrainingDiverged(
-        f"the loss or gradients became NaN/inf at step {first_step + int(bad[0]) + 1};"
+        f"{what} gave {bad[0]}={scores[bad[0]]} (NaN/inf), not written as a result; the model"
+        " or its likelihood is numerically unstable: lower the learning rate, or for"
+        " model.likelihood=gaussian_learned bound the scale.")
+
+
+def _stop_if_diverged(measured, finite_state: bool, first_step: int, length: int, store) -> None:
+  """Raises TrainingDiverged naming the first non-finite step of a block (nan_policy="stop")."""
+  bad = np.flatnonzero(np.asarray(measured["finite"]) == 0)
+  if bad.size or not finite_state:
+    steps = store.steps()
+    where = (f"at step {first_step + int(bad[0]) + 1}" if bad.size
+             else f"in the optimizer state between steps {first_step} and {first_step + length}")
+    raise TrainingDiverged(
+        f"the loss, gradients or updated parameters became NaN/inf {where};"
         f" the last good checkpoint is step {steps[-1] if steps else 'none'} in {store.directory}"
         " (kept); lower the learning rate, clip gradients (optimizer.grad_clip_norm) or set"
         " training.nan_policy=skip.")
-  if bad.size:
-    logging.warning("skipped %d non-finite updates after step %d", bad.size, first_step)
 
 
 def _progress_bar(config, initial: int, total: int):
