@@ -27,7 +27,6 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from vae_jax.datasets import data
 from vae_jax.run import optimizers
 from vae_jax.scale import seeds
 from vae_jax.models import build

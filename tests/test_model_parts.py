@@ -17,7 +17,6 @@ from scipy import special, stats
 
 from vae_jax.inference import evaluation
 from vae_jax.inference import objectives
-from vae_jax.models import distributions
 from vae_jax.models import flows
 from vae_jax.models import gaussian_layers
 from vae_jax.models import priors
