@@ -136,6 +136,40 @@ def override_flags(point: dict) -> list[str]:
   return [f"--config.{field}={flag_value(value)}" for field, value in point.items()]
 
 
+# -- workdirs ------------------------------------------------------------------
+
+# Fields that may differ between a finished point and a relaunch: display and data location.
+UNCOMPARED_FIELDS = ("training.progress_bar", "data.raw_data_dir", "data.data_dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def recorded_differences(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Fields whose value in `<workdir>/config.json` differs from `config` (none if it has none)."""
+  from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    return []
+  recorded = _flat(json.loads(workdir_lib.load_config(workdir).to_json_best_effort()))
+  expected = _flat(json.loads(config.to_json_best_effort()))
+  return [field for field in expected
+          if field not in UNCOMPARED_FIELDS and recorded.get(field) != expected[field]]
+
+
+def checkpoint_step(workdir: str) -> int:
+  """The step of the newest checkpoint folder in `<workdir>/checkpoints` (0 if none)."""
+  folder = os.path.join(workdir, "checkpoints")
+  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+  return max(steps, default=0)
+
+
 # -- aggregation ---------------------------------------------------------------
 
 
