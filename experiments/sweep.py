@@ -59,22 +59,6 @@ from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file with get_config() and get_sweep(), as path[:arg].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder that receives one sub-workdir per point.")
-_EXECUTOR = flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where the points run.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "local: points trained at the same time (processes).")
-_RAY_ADDRESS = flags.DEFINE_string("ray_address", "auto", "ray: the cluster, auto | local | HOST:PORT.")
-_CPUS = flags.DEFINE_float("cpus_per_point", 1.0, "ray: CPUs that one point (a Ray task) reserves.")
-_GPUS = flags.DEFINE_float("gpus_per_point", 0.0, "ray: GPUs that one point reserves (fractions share one).")
-_MAX_RETRIES = flags.DEFINE_integer("max_retries", 3, "ray: reruns of a point whose worker or process died.")
-_SEEDS_TOGETHER = flags.DEFINE_bool(
-    "seeds_together", None, "Train each point's seeds as one vmapped program; default: on an accelerator.")
-_TRAIN_POINTS = flags.DEFINE_multi_string(
-    "train_points", [], "Train these points (equal up to their seed) together in this process and exit.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the command line of every unfinished point and exit.")
-_AGGREGATE_ONLY = flags.DEFINE_bool("aggregate_only", False, "Only aggregate the finished points; run nothing.")
-_RESULTS = flags.DEFINE_string("results", "", "Also write the aggregate to <results>.{csv,json,md,png}.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Base-config fields that state the scale of a sweep in its results.
@@ -112,8 +96,8 @@ def apply_overrides(config, overrides: list[str], points):
                        " or change get_sweep().")
   flag_values = flags.FlagValues()
   argv = ["sweep", *overrides]
-  config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
   try:
+    config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
     flag_values(argv)
   except (AttributeError, KeyError) as e:
     raise ValueError(f"override {cli._unknown_field(e, overrides)}") from None  # pylint: disable=protected-access
@@ -244,21 +228,29 @@ def run_local(jobs: list[Job], parallel: int, report) -> None:
       report(futures[future], code, seconds, "")
 
 
-def run_ray(jobs: list[Job], report) -> None:
-  """Submits every job as a Ray task to the cluster at --ray_address; reports them as they end."""
-  try:
-    import ray  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ValueError("--executor=ray needs Ray; install it with pip install -e \".[cluster]\".") from None
-  if sys.modules[__name__].__name__ != "__main__":   # imported: ship this module's code to the workers
+def run_ray(jobs: list[Job], report, address: str = "auto", cpus: float = 1.0, gpus: float = 0.0,
+            max_retries: int = 3) -> None:
+  """Submits every job as a Ray task to the cluster at `address`; reports them as they end.
+
+  Each task reserves `cpus` CPUs and `gpus` GPUs; one whose worker or
+  training process dies is run again, at most `max_retries` times.
+  """
+  import ray  # pylint: disable=g-import-not-at-top
+  if __name__ != "__main__":   # imported (a test): ship this module's code to the workers
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+  fix = "start a cluster (BUILD.md, `ray start --head`) or give --ray_address=HOST:PORT of its head."
+  host, _, port = address.rpartition(":")
+  if port.isdigit():   # ray.init would retry an unreachable head for minutes
+    try:
+      socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+      raise ValueError(f"--ray_address={address}: no Ray head answers there ({e.strerror or e}); {fix}") from None
   try:
-    ray.init(address=_RAY_ADDRESS.value, log_to_driver=False, logging_level="WARNING")
+    ray.init(address=address, log_to_driver=False, logging_level="WARNING")
   except ConnectionError as e:
-    raise ValueError(f"--ray_address={_RAY_ADDRESS.value}: {str(e).strip().splitlines()[0]}; start a"
-                     " cluster (BUILD.md, `ray start --head`) or give --ray_address=HOST:PORT.") from None
+    raise ValueError(f"--ray_address={address}: {str(e).strip().splitlines()[0].rstrip('.')}; {fix}") from None
   task = ray.remote(ray_task).options(
-      num_cpus=_CPUS.value, num_gpus=_GPUS.value, max_retries=_MAX_RETRIES.value,
+      num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
       retry_exceptions=[ChildProcessError])
   env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
   pending = {task.remote(job.argv, job.log, env): job for job in jobs}
@@ -267,11 +259,11 @@ def run_ray(jobs: list[Job], report) -> None:
       done, _ = ray.wait(list(pending), num_returns=1)
       job = pending.pop(done[0])
       try:
-        code, seconds, host = ray.get(done[0])
-        report(job, code, seconds, f" on {host}")
+        code, seconds, node = ray.get(done[0])
+        report(job, code, seconds, f" on {node}")
       except ray.exceptions.RayError as e:
         cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        report(job, f"{type(e).__name__}, {_MAX_RETRIES.value} retries spent: {cause}", 0.0, "")
+        report(job, f"{type(e).__name__} after {max_retries} retries: {cause}", 0.0, "")
   finally:
     for ref in pending:   # interrupted: end the running points (they resume on relaunch)
       ray.cancel(ref, force=True)
@@ -349,61 +341,90 @@ def train_together(config, points, names, workdir: str, selected: list[str]) -> 
     print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
 
 
-def _check_flags() -> None:
-  if _PARALLEL.value < 1:
-    raise ValueError(f"--parallel={_PARALLEL.value}: must be ≥ 1.")
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so tests can import the module)."""
+  flags.DEFINE_string("config", None, "Config file with get_config() and get_sweep(), as path[:arg].")
+  flags.DEFINE_string("workdir", None, "Folder that receives one sub-workdir per point.")
+  flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where the points run.")
+  flags.DEFINE_integer("parallel", 1, "local: points trained at the same time (processes).")
+  flags.DEFINE_string("ray_address", "auto", "ray: the cluster, auto | local | HOST:PORT.")
+  flags.DEFINE_float("cpus_per_point", 1.0, "ray: CPUs that one point (a Ray task) reserves.")
+  flags.DEFINE_float("gpus_per_point", 0.0, "ray: GPUs that one point reserves (fractions share one).")
+  flags.DEFINE_integer("max_retries", 3, "ray: reruns of a point whose worker or process died.")
+  flags.DEFINE_bool(
+      "seeds_together", None, "Train each point's seeds as one vmapped program; default: on an accelerator.")
+  flags.DEFINE_multi_string(
+      "train_points", [], "Train these points (equal up to their seed) together in this process and exit.")
+  flags.DEFINE_bool("dry_run", False, "Print the command line of every unfinished point and exit.")
+  flags.DEFINE_bool("aggregate_only", False, "Only aggregate the finished points; run nothing.")
+  flags.DEFINE_string("results", "", "Also write the aggregate to <results>.{csv,json,md,png}.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def unfinished(config, points, names, workdir: str) -> list[tuple[dict, str]]:
+  """(point, name) of the points without results.json; ValueError if a finished one has other values."""
+  from vae_jax.scale import sweeps  # pylint: disable=g-import-not-at-top
+  todo = []
+  for point, name in zip(points, names):
+    if not os.path.exists(os.path.join(workdir, name, "results.json")):
+      todo.append((point, name))
+      continue
+    differ = sweeps.recorded_differences(sweeps.apply(config, point), os.path.join(workdir, name))
+    if differ:
+      raise ValueError(
+          f"finished point {os.path.join(workdir, name)} was trained with other values of"
+          f" {', '.join(differ)}; give the same overrides, or another --workdir (delete its"
+          " results.json to train it again with these values).")
+  return todo
+
+
+def _check_flags(args) -> None:
+  if args.parallel < 1:
+    raise ValueError(f"--parallel={args.parallel}: must be ≥ 1.")
   ray_flags = ("ray_address", "cpus_per_point", "gpus_per_point", "max_retries")
-  if _EXECUTOR.value == "local" and any(flags.FLAGS[f].present for f in ray_flags):
+  if args.executor == "local" and any(flags.FLAGS[f].present for f in ray_flags):
     given = [f"--{f}" for f in ray_flags if flags.FLAGS[f].present]
     raise ValueError(f"{', '.join(given)} apply to --executor=ray only; add --executor=ray or drop them.")
-  if _EXECUTOR.value == "ray" and flags.FLAGS["parallel"].present:
+  if args.executor == "ray" and flags.FLAGS["parallel"].present:
     raise ValueError("--parallel applies to --executor=local; on Ray as many points run as the cluster"
                      " has resources for (--cpus_per_point, --gpus_per_point).")
-  if _CPUS.value < 0 or _GPUS.value < 0 or _MAX_RETRIES.value < 0:
+  if args.cpus_per_point < 0 or args.gpus_per_point < 0 or args.max_retries < 0:
     raise ValueError("--cpus_per_point, --gpus_per_point and --max_retries must be ≥ 0.")
+  if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+    raise ValueError("--executor=ray needs Ray; install it with pip install -e \".[cluster]\".")
 
 
 def main(argv):
-  overrides = argv[1:]
-  _check_flags()
-  from vae_jax.scale import sweeps  # pylint: disable=g-import-not-at-top
-  config_arg, workdir = _CONFIG.value, _WORKDIR.value
+  args, overrides = flags.FLAGS, argv[1:]
+  _check_flags(args)
+  config_arg, workdir = args.config, args.workdir
   config, points = load_sweep(config_arg)
   config = apply_overrides(config, overrides, points)
   names = check_points(config, points)
-  if _TRAIN_POINTS.value:
-    train_together(config, points, names, workdir, _TRAIN_POINTS.value)
+  if args.train_points:
+    train_together(config, points, names, workdir, args.train_points)
     return
-  for point, name in zip(points, names):
-    if os.path.exists(os.path.join(workdir, name, "results.json")):
-      differ = sweeps.recorded_differences(sweeps.apply(config, point), os.path.join(workdir, name))
-      if differ:
-        raise ValueError(
-            f"finished point {os.path.join(workdir, name)} was trained with other values of"
-            f" {', '.join(differ)}; give the same overrides, or another --workdir (delete its"
-            " results.json to train it again with these values).")
-  todo = [(point, name) for point, name in zip(points, names)
-          if not os.path.exists(os.path.join(workdir, name, "results.json"))]
-  launcher = {"executor": _EXECUTOR.value, "overrides": overrides}
-  launcher.update({"parallel": _PARALLEL.value} if _EXECUTOR.value == "local" else {
-      "ray_address": _RAY_ADDRESS.value, "cpus_per_point": _CPUS.value,
-      "gpus_per_point": _GPUS.value, "max_retries": _MAX_RETRIES.value})
-  together = _SEEDS_TOGETHER.value
-  if together is None and not _AGGREGATE_ONLY.value and len(todo) > len(plan_jobs(
+  todo = unfinished(config, points, names, workdir)
+  launcher = {"executor": args.executor, "overrides": overrides}
+  launcher.update({"parallel": args.parallel} if args.executor == "local" else {
+      "ray_address": args.ray_address, "cpus_per_point": args.cpus_per_point,
+      "gpus_per_point": args.gpus_per_point, "max_retries": args.max_retries})
+  together = args.seeds_together
+  if together is None and not args.aggregate_only and len(todo) > len(plan_jobs(
       config_arg, todo, workdir, overrides, together=True)):   # grouping would change something
-    together = _GPUS.value > 0 if _EXECUTOR.value == "ray" else accelerator_here()
+    together = args.gpus_per_point > 0 if args.executor == "ray" else accelerator_here()
   launcher["seeds_together"] = together   # None: not decided (nothing to group)
   jobs = plan_jobs(config_arg, todo, workdir, overrides, bool(together))
-  if _DRY_RUN.value:
+  if args.dry_run:
     for job in plan_jobs(config_arg, todo, workdir, overrides, bool(together), python="python"):
       print(shlex.join(job.argv))
     return
-  if _AGGREGATE_ONLY.value:
+  if args.aggregate_only:
     print(f"{len(points)} points, {len(points) - len(todo)} finished; aggregating only", flush=True)
     jobs = []
   else:
-    where = (f"{_PARALLEL.value} at a time" if _EXECUTOR.value == "local"
-             else f"on Ray at {_RAY_ADDRESS.value}")
+    where = (f"{args.parallel} at a time" if args.executor == "local"
+             else f"on Ray at {args.ray_address}")
     print(f"{len(points)} points, {len(points) - len(todo)} finished, {len(todo)} to run"
           f" ({where}{', seeds together' if together else ''}) in {workdir}", flush=True)
   failed, ended = [], [0]
@@ -425,17 +446,21 @@ def main(argv):
   signal.signal(signal.SIGINT, _stop_running_points)
   try:
     if jobs:
-      run_local(jobs, _PARALLEL.value, report) if _EXECUTOR.value == "local" else run_ray(jobs, report)
+      if args.executor == "local":
+        run_local(jobs, args.parallel, report)
+      else:
+        run_ray(jobs, report, args.ray_address, args.cpus_per_point, args.gpus_per_point, args.max_retries)
   except KeyboardInterrupt:
     print("error: interrupted; the running points were stopped, rerun the same command to resume"
           " them from their checkpoints.", file=sys.stderr, flush=True)
     sys.exit(1)
-  rows = write_aggregate(config, config_arg, points, workdir, _RESULTS.value, launcher)
+  rows = write_aggregate(config, config_arg, points, workdir, args.results, launcher)
   print(f"aggregated {len(rows)} groups into {os.path.join(workdir, 'sweep.md')}"
-        + (f" and {_RESULTS.value}.md" if _RESULTS.value else ""))
+        + (f" and {args.results}.md" if args.results else ""))
   if failed:
     raise ValueError(f"{len(failed)} point(s) failed, see {', '.join(failed)}; fix and rerun the same command.")
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -162,3 +162,85 @@ def test_sweep_rejects_a_bad_point_before_running_anything(raw_data, tfds_data_d
   assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
   assert bad.stderr.startswith("error: sweep point latent_dim=64,seed=0:") and "Lemma 2.1.1" in bad.stderr
   assert not (tmp_path / "sweep").exists()
+
+
+def test_jobs_group_a_points_seeds_at_the_same_step(tmp_path):
+  from experiments import sweep
+  points = sweeps.product(sweeps.sweep("model.latent_dim", [2, 3]), sweeps.sweep("seed", [0, 1, 2]))
+  todo = list(zip(points, sweeps.check_names(points)))
+  (tmp_path / "latent_dim=3,seed=2" / "checkpoints" / "16").mkdir(parents=True)   # further on
+  (tmp_path / "latent_dim=3,seed=2" / "checkpoints" / "24.orbax-checkpoint-tmp").mkdir()
+  overrides = ["--config.training.num_epochs=1"]
+  jobs = sweep.plan_jobs("c.py", todo, str(tmp_path), overrides, together=True, python="python")
+  assert [job.names for job in jobs] == [
+      ["latent_dim=2,seed=0", "latent_dim=2,seed=1", "latent_dim=2,seed=2"],
+      ["latent_dim=3,seed=0", "latent_dim=3,seed=1"], ["latent_dim=3,seed=2"]]
+  assert jobs[1].argv == ["python", "-m", "experiments.sweep", "--config=c.py", f"--workdir={tmp_path}",
+                          "--train_points=latent_dim=3,seed=0", "--train_points=latent_dim=3,seed=1",
+                          "--", *overrides]
+  assert jobs[2].argv[:5] == ["python", "-m", "experiments.train", "--config=c.py", *overrides]
+  assert jobs[1].log == str(tmp_path / "latent_dim=3,seed=0" / "sweep.log")
+  separate = sweep.plan_jobs("c.py", todo, str(tmp_path), overrides, together=False)
+  assert [job.names for job in separate] == [[name] for _, name in todo]
+
+
+def _records(workdir, split):
+  return [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == split]
+
+
+def test_seeds_together_equal_separate_points_and_overrides_reach_every_point(
+    raw_data, tfds_data_dir, tmp_path):
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2]))
+  shrink = ["--", "--config.training.num_epochs=1"]
+  separate = _sweep(config_file, tmp_path / "separate", "--parallel=2", *shrink)
+  assert separate.returncode == 0, separate.stderr
+  together = _sweep(config_file, tmp_path / "together", "--seeds_together", *shrink)
+  assert together.returncode == 0, together.stderr
+  assert "1 more seed(s) together: done" in together.stdout
+  for seed in (0, 1):
+    one, vmapped = (tmp_path / way / f"latent_dim=2,seed={seed}" for way in ("separate", "together"))
+    assert json.load(open(one / "config.json")) == json.load(open(vmapped / "config.json"))
+    assert json.load(open(one / "config.json"))["training"]["num_epochs"] == 1       # the override
+    expected, got = (json.load(open(w / "results.json")) for w in (one, vmapped))
+    assert got.pop("trained_together") == 2 and expected["epochs"] == got["epochs"] == 1
+    for key in ("step", "skipped_updates", "num_test_examples", "num_examples"):
+      assert got[key] == expected[key], key
+    for key in ("neg_elbo", "nll", "recon", "kl", "neg_elbo_stderr", "nll_stderr"):   # float rounding
+      assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-6), key
+    for split in ("train", "validation", "test"):
+      want, have = _records(one, split), _records(vmapped, split)
+      assert [r["step"] for r in have] == [r["step"] for r in want] != []
+      for a, b in zip(want, have):
+        for key in ("loss", "neg_elbo", "kl", "nll"):
+          if key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), (split, key)
+  header = json.load(open(tmp_path / "together" / "sweep.json"))["header"]
+  assert header["launcher"]["seeds_together"] is True
+  assert header["launcher"]["overrides"] == shrink[1:] and header["scale"]["training.num_epochs"] == 1
+  assert header["command"].endswith("--seeds_together -- --config.training.num_epochs=1")
+  assert "--parallel=2" in json.load(open(tmp_path / "separate" / "sweep.json"))["header"]["command"]
+
+  # Relaunched without the override, the finished points' 1 epoch would be taken for 2: refused.
+  finished = (tmp_path / "separate" / "latent_dim=2,seed=0" / "results.json").read_bytes()
+  stale = _sweep(config_file, tmp_path / "separate")
+  assert stale.returncode == 1 and len(stale.stderr.strip().splitlines()) == 1, stale.stderr
+  assert "was trained with other values of training.num_epochs;" in stale.stderr
+  assert (tmp_path / "separate" / "latent_dim=2,seed=0" / "results.json").read_bytes() == finished
+
+
+def test_bad_overrides_fail_in_one_line_before_anything_runs(raw_data, tfds_data_dir, tmp_path):
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2]))
+  for overrides, message in ((["--config.training.num_epoch=1"], "did you mean 'num_epochs'?"),
+                             (["--config.seed=3"], "sets seed, which the sweep varies"),
+                             (["num_epochs=1"], "give overrides as --config.<field>=<value>"),
+                             (["--config.training.num_epochs=one"], "invalid literal for int()")):
+    bad = _sweep(config_file, tmp_path / "sweep", "--", *overrides)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: override") and message in bad.stderr, bad.stderr
+  assert not (tmp_path / "sweep").exists()
+  dry = _sweep(config_file, tmp_path / "sweep", "--dry_run", "--", "--config.training.num_epochs=1")
+  assert [shlex.split(c)[4] for c in dry.stdout.strip().splitlines()] == ["--config.training.num_epochs=1"] * 2
