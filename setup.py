@@ -1,4 +1,4 @@
-"""Installs vae_jax: `pip install -e .` (add `[test]` for the test tools)."""
+"""Installs vae_jax: `pip install -e .` (add `[test]` for the test tools, `[cluster]` for Ray)."""
 import setuptools
 
 setuptools.setup(
@@ -39,5 +39,7 @@ setuptools.setup(
         ],
         # benchmarks/torch_reference.py only; a cached CPU build (other versions are large downloads).
         "bench": ["torch==2.13.0"],
+        # experiments/sweep.py --executor=ray (BUILD.md, "Sweeps on a cluster").
+        "cluster": ["ray>=2.10"],
     },
 )

@@ -433,7 +433,7 @@ def main(argv):
     ended[0] += 1
     label = job.names[0] + (f" and {len(job.names) - 1} more seed(s) together" if len(job.names) > 1 else "")
     status = "done" if code == 0 else f"FAILED ({code}): {_last_line(job.log)}"
-    print(f"[{ended[0]}/{len(jobs)}] {label}: {status} ({seconds:.0f} s{where})", flush=True)
+    print(f"[{ended[0]}/{len(jobs)}] {label}: {status} ({seconds:.1f} s{where})", flush=True)
     if code != 0:
       failed.append(job.log)
 

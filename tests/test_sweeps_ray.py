@@ -1,26 +1,23 @@
 """The sweep launcher on a real Ray cluster: a head and a worker node, each its own `ray start`.
 
-The cluster runs on localhost in a temporary folder; its processes are started
-in sessions of their own and stopped by their ids at the end (not with
-`ray stop`, which ends every Ray process of the machine by name).
+The cluster (`benchmarks.sweep_benchmark.LocalCluster`) runs on localhost in a
+temporary folder; its processes are started in sessions of their own and
+stopped by their ids at the end (not with `ray stop`, which ends every Ray
+process of the machine by name).
 """
 import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed; pip install -e '.[cluster]'")
+from benchmarks.sweep_benchmark import free_port, LocalCluster  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FAULT_INJECTION = REPO / "tests" / "fault_injection"
-RAY = pathlib.Path(sys.executable).parent / "ray"
 
 SWEEP_CONFIG = '''
 import sys
@@ -35,69 +32,6 @@ def get_config(arg=""):
 def get_sweep(arg=""):
   return sweeps.sweep("seed", [0, 1])
 '''
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-class LocalCluster:
-  """`ray start --head` and `ray start --address` (a second node) on this machine, 1 CPU each."""
-
-  def __init__(self, env: dict):
-    self.temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a limit
-    self.port = _free_port()
-    self.address = f"127.0.0.1:{self.port}"
-    common = ["--num-cpus=1", "--block", "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
-              f"--dashboard-agent-listen-port={_free_port()}"]
-    self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **env)
-    self.nodes = [self._start(["--head", f"--port={self.port}", "--include-dashboard=false",
-                               f"--ray-client-server-port={_free_port()}", *common])]
-    self._wait(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close())
-    self.nodes.append(self._start([f"--address={self.address}", *common[:-1],
-                                   f"--dashboard-agent-listen-port={_free_port()}"]))
-    self._wait(self._two_nodes)
-
-  def _start(self, args):
-    log = open(os.path.join(self.temp_dir, f"node{len(getattr(self, 'nodes', []))}.log"), "w")
-    return subprocess.Popen([str(RAY), "start", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env=self.env, start_new_session=True)
-
-  def _two_nodes(self):
-    status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
-                            capture_output=True, text=True, check=True)
-    assert status.stdout.count("node_") == 2
-
-  def _wait(self, ready, timeout: float = 180):
-    deadline = time.time() + timeout
-    while True:
-      try:
-        return ready()
-      except (OSError, AssertionError, subprocess.CalledProcessError):
-        if time.time() > deadline or any(node.poll() is not None for node in self.nodes):
-          self.stop()
-          raise RuntimeError(f"the Ray cluster at {self.address} did not start;"
-                             f" see {self.temp_dir}/node*.log") from None
-        time.sleep(0.5)
-
-  def stop(self):
-    """SIGTERM to each `ray start --block` (it stops its node), then SIGKILL what is left of its session."""
-    for node in reversed(self.nodes):
-      node.terminate()
-    for node in reversed(self.nodes):
-      try:
-        node.wait(30)
-      except subprocess.TimeoutExpired:
-        pass
-    sessions = {node.pid for node in self.nodes}
-    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
-      try:
-        if os.getsid(pid) in sessions:
-          os.kill(pid, signal.SIGKILL)
-      except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _sweep(config_file, workdir, *args, env=None):
@@ -117,7 +51,7 @@ def cluster():
   # The training process of point seed=1 of a sweep SIGKILLs its process group, i.e. itself and
   # the Ray worker running it (a worker that dies), right after its checkpoint of step 16 of 32
   # is complete; nothing else matches the pattern.
-  local_cluster = LocalCluster({
+  local_cluster = LocalCluster(nodes=2, cpus_per_node=1, env={
       "PYTHONPATH": str(FAULT_INJECTION), "JAX_PLATFORMS": "cpu", "VAE_JAX_KILL_GROUP": "1",
       "VAE_JAX_KILL_AT": "after rename */seed=1/checkpoints/16.orbax-checkpoint-tmp"})
   yield local_cluster
@@ -186,7 +120,7 @@ def test_ray_executor_without_a_cluster_fails_in_one_line(raw_data, tfds_data_di
   config_file = tmp_path / "tiny_sweep.py"
   config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
                                              tfds=str(tfds_data_dir)))
-  address = f"127.0.0.1:{_free_port()}"
+  address = f"127.0.0.1:{free_port()}"
   result = _sweep(config_file, tmp_path / "sweep", "--executor=ray", f"--ray_address={address}")
   assert result.returncode == 1
   assert result.stderr.strip().startswith(f"error: --ray_address={address}: no Ray head"), result.stderr[-2000:]

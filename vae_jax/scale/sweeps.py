@@ -10,10 +10,13 @@ A sweep is a list of *points*; a point is a dict of dotted config overrides,
       -> 2 points (the i-th values together)
     chain(sweep_a, sweep_b) -> the points of sweep_a, then those of sweep_b
 
-`experiments/sweep.py` runs each point in `<workdir>/<point_name(point)>` and
-calls `aggregate` on their `results.json`: points equal up to their seed form a
-group, and each metric is reported as mean ± std over the group's seeds (the
-sample standard deviation, ddof = 1; undefined for a single seed).
+`experiments/sweep.py` runs each point in `<workdir>/<point_name(point)>`
+(locally or on a Ray cluster), refuses a finished point whose config.json
+differs from the point's config (`recorded_differences`), groups unfinished
+seeds by `checkpoint_step` when it trains them together, and calls `aggregate`
+on their `results.json`: points equal up to their seed form a group, and each
+metric is reported as mean ± std over the group's seeds (the sample standard
+deviation, ddof = 1; undefined for a single seed).
 """
 
 from __future__ import annotations
