@@ -144,6 +144,7 @@ class LocalCluster:
           os.kill(pid, signal.SIGKILL)
       except (ProcessLookupError, PermissionError):
         pass
+    shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def _run(argv, env=None):

@@ -10,6 +10,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,9 +52,12 @@ def cluster():
   # The training process of point seed=1 of a sweep SIGKILLs its process group, i.e. itself and
   # the Ray worker running it (a worker that dies), right after its checkpoint of step 16 of 32
   # is complete; nothing else matches the pattern.
+  # Ray's clean-up of a dead worker's children by a subreaper is off (that of the worker's process
+  # group is on), so that the test sees the launcher's own (PR_SET_PDEATHSIG).
   local_cluster = LocalCluster(nodes=2, cpus_per_node=1, env={
       "PYTHONPATH": str(FAULT_INJECTION), "JAX_PLATFORMS": "cpu", "VAE_JAX_KILL_GROUP": "1",
-      "VAE_JAX_KILL_AT": "after rename */seed=1/checkpoints/16.orbax-checkpoint-tmp"})
+      "VAE_JAX_KILL_AT": "after rename */seed=1/checkpoints/16.orbax-checkpoint-tmp",
+      "RAY_kill_child_processes_on_worker_exit": "false"})
   yield local_cluster
   local_cluster.stop()
 
@@ -70,19 +74,26 @@ def test_ray_tasks_retry_dead_workers_and_killed_points_only(cluster, tmp_path):
       "fails": "import sys; sys.exit(3)",                                        # a failing point: not retried
       "process_killed_once": ONCE + "first and os.kill(os.getpid(), signal.SIGKILL)",
       "worker_killed_once": ONCE + "first and os.killpg(os.getpgid(0), signal.SIGKILL)",
-      "always_killed": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"}
+      "always_killed": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+      # Leaves the worker's process group, kills the worker; if it outlived it, it would write the file.
+      "orphan_once": ONCE + "first and (os.setpgid(0, 0), os.kill(os.getppid(), signal.SIGKILL),"
+                     " __import__('time').sleep(2), open(sys.argv[1] + '.orphan', 'w'))"}
   jobs = [sweep.Job([name], [sys.executable, "-c", code, str(tmp_path / f"{name}.marker")],
                     str(tmp_path / name / "sweep.log")) for name, code in programs.items()]
   reported = {}
   sweep.run_ray(jobs, lambda job, code, seconds, where: reported.setdefault(job.names[0], code),
                 address=cluster.address, max_retries=1)
   assert reported.pop("always_killed").startswith("RayTaskError(ChildProcessError) after 1 retries:")
-  assert reported == {"ok": 0, "fails": 3, "process_killed_once": 0, "worker_killed_once": 0}
+  assert reported == {"ok": 0, "fails": 3, "process_killed_once": 0, "worker_killed_once": 0,
+                      "orphan_once": 0}
   attempts = {name: [l.split("pid ")[1] for l in open(tmp_path / name / "sweep.log") if l.startswith("# on ")]
               for name in programs}
   assert {name: len(pids) for name, pids in attempts.items()} == {
-      "ok": 1, "fails": 1, "process_killed_once": 2, "worker_killed_once": 2, "always_killed": 2}
+      "ok": 1, "fails": 1, "process_killed_once": 2, "worker_killed_once": 2, "always_killed": 2,
+      "orphan_once": 2}
   assert len(set(attempts["worker_killed_once"])) == 2     # the retry ran in a new worker
+  time.sleep(max(0.0, os.path.getmtime(tmp_path / "orphan_once.marker") + 4 - time.time()))
+  assert not (tmp_path / "orphan_once.marker.orphan").exists()   # it died with its worker
   assert "trained" in (tmp_path / "ok" / "sweep.log").read_text()
 
 
