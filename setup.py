@@ -1,4 +1,5 @@
-"""Installs vae_jax: `pip install -e .` (add `[test]` for the test tools, `[trackers]` for W&B/MLflow).
+"""Installs vae_jax: `pip install -e .` (add `[test]` for the test tools, `[trackers]` for W&B/MLflow,
+`[cluster]` for Ray).
 
 The build system is declared in pyproject.toml; the metadata lives here.
 """
@@ -45,5 +46,7 @@ setuptools.setup(
         "trackers": ["wandb>=0.19", "mlflow>=2.16"],
         # benchmarks/torch_reference.py only; a cached CPU build (other versions are large downloads).
         "bench": ["torch==2.13.0"],
+        # experiments/sweep.py --executor=ray (BUILD.md, "Sweeps on a cluster").
+        "cluster": ["ray>=2.10"],
     },
 )

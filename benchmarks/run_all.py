@@ -27,8 +27,9 @@ Measured in one run, side by side (each number the median and min–max over
 6. `benchmarks/seeds_benchmark.py` (N vmapped seeds vs N sequential runs) for
    both models, verbatim;
 7. the quality-per-CPU-hour goal is read from `quality_per_hour.json`, written
-   by its own hour-long command (`python -m benchmarks.quality_per_hour`).
-
+   by its own hour-long command (`python -m benchmarks.quality_per_hour`);
+8. `benchmarks/sweep_benchmark.py` (the sweep launcher's overhead per point,
+   local and on Ray, and seeds trained together), its table appended verbatim.
 `--only=families` measures only sections 1–2 for the families' cases and
 section 4 for the two-layer model and, to compare, 784-200-200-50; it writes
 families.{md,json} beside (never over) the full run's files. The report
@@ -191,6 +192,17 @@ def measure_seeds() -> dict[str, str]:
   return outputs
 
 
+def measure_sweeps() -> dict:
+  """Section 8: benchmarks/sweep_benchmark.py (writes sweep_benchmark.{json,md} next to ours)."""
+  out = subprocess.run([sys.executable, "-m", "benchmarks.sweep_benchmark", f"--out={_OUT.value}"],
+                       cwd=REPO, capture_output=True, text=True, check=False)
+  markdown = pathlib.Path(_OUT.value) / "sweep_benchmark.md"
+  if out.returncode or not markdown.exists():
+    return {"markdown": f"sweep benchmark failed (exit {out.returncode}): {out.stderr.strip()[-500:]}\n"}
+  print("sweeps", markdown.read_text(), flush=True)
+  return {"markdown": markdown.read_text()}
+
+
 def read_quality_per_hour() -> dict | None:
   """benchmarks/results/quality_per_hour.json (an hour-long run of its own), if present."""
   path = REPO / "benchmarks" / "results" / "quality_per_hour.json"
@@ -215,12 +227,15 @@ def main(argv):
     results["xla_flags"] = measure_xla_flags() if _XLA_FLAGS.value else {}
     results["seeds"] = measure_seeds()
     results["quality_per_hour"] = read_quality_per_hour()
+    results["sweeps"] = measure_sweeps()
   results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   name = "benchmarks" if everything else _ONLY.value
   (out / f"{name}.json").write_text(json.dumps(results, indent=1))
   table = report.markdown(results)
+  if "sweeps" in results:
+    table += "\n## Sweep launcher\n\n" + results["sweeps"]["markdown"]
   (out / f"{name}.md").write_text(table)
   print(table)
 

@@ -4,9 +4,11 @@ import json
 import os
 import pathlib
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import time
 
 from absl import flags
 from ml_collections import config_flags
@@ -110,8 +112,8 @@ def get_sweep(arg=""):
 '''
 
 
-def _sweep(config_file, workdir, *args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _sweep(config_file, workdir, *args, env=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
   return subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
                          f"--workdir={workdir}", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, check=False, timeout=600)
@@ -162,3 +164,143 @@ def test_sweep_rejects_a_bad_point_before_running_anything(raw_data, tfds_data_d
   assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
   assert bad.stderr.startswith("error: sweep point latent_dim=64,seed=0:") and "Lemma 2.1.1" in bad.stderr
   assert not (tmp_path / "sweep").exists()
+
+
+def test_jobs_group_a_points_seeds_at_the_same_step(tmp_path):
+  from experiments import sweep
+  points = sweeps.product(sweeps.sweep("model.latent_dim", [2, 3]), sweeps.sweep("seed", [0, 1, 2]))
+  todo = list(zip(points, sweeps.check_names(points)))
+  (tmp_path / "latent_dim=3,seed=2" / "checkpoints" / "16").mkdir(parents=True)   # further on
+  (tmp_path / "latent_dim=3,seed=2" / "checkpoints" / "24.orbax-checkpoint-tmp").mkdir()
+  overrides = ["--config.training.num_epochs=1"]
+  jobs = sweep.plan_jobs("c.py", todo, str(tmp_path), overrides, together=True, python="python")
+  assert [job.names for job in jobs] == [
+      ["latent_dim=2,seed=0", "latent_dim=2,seed=1", "latent_dim=2,seed=2"],
+      ["latent_dim=3,seed=0", "latent_dim=3,seed=1"], ["latent_dim=3,seed=2"]]
+  assert jobs[1].argv == ["python", "-m", "experiments.sweep", "--config=c.py", f"--workdir={tmp_path}",
+                          "--train_points=latent_dim=3,seed=0", "--train_points=latent_dim=3,seed=1",
+                          "--", *overrides]
+  assert jobs[2].argv[:5] == ["python", "-m", "experiments.train", "--config=c.py", *overrides]
+  assert jobs[1].log == str(tmp_path / "latent_dim=3,seed=0" / "sweep.log")
+  separate = sweep.plan_jobs("c.py", todo, str(tmp_path), overrides, together=False)
+  assert [job.names for job in separate] == [[name] for _, name in todo]
+
+
+def _records(workdir, split):
+  return [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == split]
+
+
+def test_seeds_together_equal_separate_points_resume_and_take_the_overrides(
+    raw_data, tfds_data_dir, tmp_path):
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2]))
+  override = ["--", "--config.eval.is_num_samples=10"]
+  separate = _sweep(config_file, tmp_path / "separate", "--parallel=2", *override)
+  assert separate.returncode == 0, separate.stderr
+  # The program training both seeds is SIGKILLed after their checkpoints of step 16 of 32.
+  killed = _sweep(config_file, tmp_path / "together", "--seeds_together", *override,
+                  env={"PYTHONPATH": str(REPO / "tests" / "fault_injection"),
+                       "VAE_JAX_KILL_AT": "after rename */latent_dim=2,seed=1/checkpoints/16.orbax-checkpoint-tmp"})
+  assert killed.returncode == 1 and "FAILED (-9)" in killed.stdout, killed.stdout + killed.stderr
+  before = [_records(tmp_path / "together" / f"latent_dim=2,seed={s}", "validation") for s in (0, 1)]
+  assert [[r["step"] for r in records] for records in before] == [[16], [16]]
+  together = _sweep(config_file, tmp_path / "together", "--seeds_together", *override)
+  assert together.returncode == 0, together.stderr
+  assert "latent_dim=2,seed=0 and 1 more seed(s) together: done" in together.stdout
+  for seed in (0, 1):   # resumed: the first run's record of epoch 1 (its wall_time too) is kept
+    assert _records(tmp_path / "together" / f"latent_dim=2,seed={seed}", "validation")[0] == before[seed][0]
+  for seed in (0, 1):
+    one, vmapped = (tmp_path / way / f"latent_dim=2,seed={seed}" for way in ("separate", "together"))
+    assert json.load(open(one / "config.json")) == json.load(open(vmapped / "config.json"))
+    assert json.load(open(one / "config.json"))["eval"]["is_num_samples"] == 10      # the override
+    expected, got = (json.load(open(w / "results.json")) for w in (one, vmapped))
+    assert got.pop("trained_together") == 2
+    for key in ("step", "epochs", "skipped_updates", "num_test_examples", "num_examples"):
+      assert got[key] == expected[key], key
+    for key in ("neg_elbo", "nll", "recon", "kl", "neg_elbo_stderr", "nll_stderr"):   # float rounding
+      assert got[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-6), key
+    for split in ("train", "validation", "test"):
+      want, have = _records(one, split), _records(vmapped, split)
+      assert [r["step"] for r in have] == [r["step"] for r in want] != []   # resumed without gaps
+      for a, b in zip(want, have):
+        for key in ("loss", "neg_elbo", "kl", "nll"):
+          if key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), (split, key)
+  header = json.load(open(tmp_path / "together" / "sweep.json"))["header"]
+  assert header["launcher"]["seeds_together"] is True and header["launcher"]["overrides"] == override[1:]
+  assert header["scale"]["eval.is_num_samples"] == 10
+  assert header["command"].endswith("--seeds_together -- --config.eval.is_num_samples=10")
+  assert "--parallel=2" in json.load(open(tmp_path / "separate" / "sweep.json"))["header"]["command"]
+
+  # Relaunched without the override, the finished points would be taken for k=20 ones: refused.
+  finished = (tmp_path / "separate" / "latent_dim=2,seed=0" / "results.json").read_bytes()
+  stale = _sweep(config_file, tmp_path / "separate")
+  assert stale.returncode == 1 and len(stale.stderr.strip().splitlines()) == 1, stale.stderr
+  assert "was trained with other values of eval.is_num_samples;" in stale.stderr
+  assert (tmp_path / "separate" / "latent_dim=2,seed=0" / "results.json").read_bytes() == finished
+
+
+def test_bad_overrides_fail_in_one_line_before_anything_runs(raw_data, tfds_data_dir, tmp_path):
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2]))
+  for overrides, message in ((["--config.training.num_epoch=1"], "did you mean 'num_epochs'?"),
+                             (["--config.seed=3"], "sets seed, which the sweep varies"),
+                             (["num_epochs=1"], "give overrides as --config.<field>=<value>"),
+                             (["--config.training.num_epochs=one"], "invalid literal for int()")):
+    bad = _sweep(config_file, tmp_path / "sweep", "--", *overrides)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: override") and message in bad.stderr, bad.stderr
+  assert not (tmp_path / "sweep").exists()
+  dry = _sweep(config_file, tmp_path / "sweep", "--dry_run", "--", "--config.training.num_epochs=1")
+  assert [shlex.split(c)[4] for c in dry.stdout.strip().splitlines()] == ["--config.training.num_epochs=1"] * 2
+
+
+def _children(pid: int) -> list[int]:
+  children = []
+  for entry in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+          children.append(int(entry))
+    except (OSError, IndexError, ValueError):
+      pass
+  return children
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_a_killed_launcher_leaves_no_training_process_behind(raw_data, tfds_data_dir, tmp_path):
+  """SIGKILL to the launcher alone ends its points too (no orphan keeps writing their workdirs)."""
+  config_file = tmp_path / "tiny_sweep.py"
+  config_file.write_text(SWEEP_CONFIG.format(tests=str(REPO / "tests"), raw=str(raw_data),
+                                             tfds=str(tfds_data_dir), latent=[2]))
+  launcher = subprocess.Popen([sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
+                               f"--workdir={tmp_path / 'sweep'}", "--parallel=2"], cwd=REPO,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+  points = []
+  try:
+    deadline = time.time() + 300
+    while len(points) < 2 and time.time() < deadline and launcher.poll() is None:
+      points = _children(launcher.pid)
+      time.sleep(0.2)
+    assert len(points) == 2, "the launcher started no two training processes"
+  finally:
+    launcher.kill()
+    launcher.wait()
+  deadline = time.time() + 10
+  while any(map(_alive, points)) and time.time() < deadline:
+    time.sleep(0.1)
+  survivors = [pid for pid in points if _alive(pid)]
+  for pid in survivors:   # clean up after a failure
+    os.kill(pid, signal.SIGKILL)
+  assert not survivors

@@ -19,10 +19,19 @@ computes; only the rounding of batched matrix products may differ.
 
 Non-finite updates are dropped per member as in a single run (`skipped`
 counts them), but no member stops the others: inspect `skipped` afterwards.
+
+`train_and_evaluate(config, members, workdirs)` is the vmapped counterpart of
+`train.train_and_evaluate`: every member writes its own workdir as a separate
+run with its values would (config.json, checkpoints, metrics.jsonl, images,
+results.json) and resumes from its checkpoints; `experiments/sweep.py
+--seeds_together` trains the seeds of a sweep point with it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import Any, Sequence
 
 import chex
@@ -37,7 +46,10 @@ from vae_jax.datasets import splits
 from vae_jax import config as config_lib
 from vae_jax.datasets import data as data_lib
 from vae_jax.inference import evaluation
+from vae_jax.run import checkpoints as checkpoints_lib
+from vae_jax.run import metrics as metrics_lib
 from vae_jax.run import optimizers
+from vae_jax.run import train as train_lib
 from vae_jax.run import training
 
 MEMBER_FIELDS = ("seed", "objective.beta", "optimizer.learning_rate")
@@ -166,3 +178,133 @@ def evaluate(config: ml_collections.ConfigDict, states: training.TrainState,
                                        num_samples=num_samples,
                                        chunk_size=config.eval.is_chunk_size))
   return results
+
+
+def _restore(stores, states: training.TrainState, workdirs: Sequence[str]) -> training.TrainState:
+  """The members' newest checkpoints stacked (states itself if none has one); all at one step."""
+  restored = [store.restore_latest(member_state(states, i))[0] for i, store in enumerate(stores)]
+  steps = [None if r is None else int(r.step) for r in restored]
+  if len(set(steps)) > 1:
+    listed = ", ".join(f"{w} at {s or 0}" for w, s in zip(workdirs, steps))
+    raise ValueError(f"the members' runs stopped at different steps ({listed}); train them"
+                     " separately (experiments.sweep --noseeds_together) to resume each.")
+  if steps[0] is None:
+    return states
+  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *restored)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, members: Sequence[dict],
+                       workdirs: Sequence[str]) -> list[dict]:
+  """Trains the members in one program, each in its workdir as `train.train_and_evaluate` would.
+
+  Member i's workdir receives what a separate run of `config` with member i's
+  values writes: config.json, its checkpoints (at the ends of the epochs where
+  that run would checkpoint), metrics.jsonl with the same train, validation and
+  test records (same evaluation keys), images and results.json, whose
+  `train_wall_time_s` is the common wall time of all members and
+  `trained_together` their number. Rerunning resumes every member from its
+  newest checkpoint (they must stand at the same step).
+
+  Args:
+    config: the shared config.
+    members: one override dict per member (see `member_values`).
+    workdirs: one workdir per member.
+
+  Returns:
+    The members' test results (what each results.json holds).
+  """
+  values = member_values(config, members)
+  configs = []
+  for member in members:
+    member_config = ml_collections.ConfigDict(config.to_dict())
+    member_config.update_from_flattened_dict(member)
+    configs.append(member_config)
+  workdirs = [os.fspath(w) for w in workdirs]
+  model = build.build_model(config)
+  info = data_lib.dataset_info(config.data.name)
+  images = splits.load_data(config, "train").images
+  batch_size = config.training.batch_size
+  steps_per_epoch = data_lib.num_batches(len(images), batch_size)
+  total_steps = config.training.num_epochs * steps_per_epoch
+  for member_config, workdir in zip(configs, workdirs):
+    train_lib._prepare_workdir(member_config, workdir)  # pylint: disable=protected-access
+  optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
+  learning_rates = values["optimizer.learning_rate"] if config.optimizer.schedule == "constant" else None
+  states = init_states(model, optimizer, values["seed"], values["objective.beta"], learning_rates)
+  stores = [checkpoints_lib.CheckpointStore(w, config.training.keep_checkpoints,
+                                            config.training.keep_checkpoints_every_steps)
+            for w in workdirs]
+  states = _restore(stores, states, workdirs)
+  for member_config, workdir in zip(configs, workdirs):
+    train_lib._write_config(member_config, workdir)  # pylint: disable=protected-access
+  step = int(states.step[0])
+  train_epoch = vmap_train_steps(training.make_step_fn(
+      model, optimizer, objective=config.objective.name,
+      num_samples=config.objective.num_samples,
+      kl_warmup_steps=config.objective.kl_warmup_steps,
+      dynamic_binarization=info.dynamic_binarization, member_axis=MEMBER_AXIS))
+  writers = [metrics_lib.MetricsWriter(w, step, config.training.tensorboard) for w in workdirs]
+  validation = splits.load_data(config, "validation").images
+  eval_keys = [jax.random.fold_in(jax.random.PRNGKey(seed), 2) for seed in values["seed"]]
+  device_images = jax.device_put(images)
+  every = config.training.checkpoint_every_steps
+  start = time.time()
+  try:
+    while step < total_steps:
+      epoch, offset = divmod(step, steps_per_epoch)
+      indices = member_indices(values["seed"], epoch, len(images), batch_size)[:, offset:]
+      states, measured = train_epoch(states, device_images, indices)
+      measured = jax.device_get(measured)
+      first, step = step, (epoch + 1) * steps_per_epoch
+      evaluate_now = (epoch + 1) % config.training.eval_every_epochs == 0
+      for i, (member_config, writer) in enumerate(zip(configs, writers)):
+        own = {name: array[i] for name, array in measured.items()}
+        train_lib._check_finite(member_config, own, first, stores[i])  # pylint: disable=protected-access
+        writer.write_many("train", (
+            (t, {name: v[t - first - 1] for name, v in own.items()})
+            for t in range(first + 1, step + 1) if t % config.training.log_every_steps == 0))
+        if evaluate_now:
+          params, key = member_state(states, i).params, jax.random.fold_in(eval_keys[i], step)
+          scores = evaluation.evaluate(model, params, validation, key, batch_size=config.eval.batch_size)
+          writer.write(step, "validation", dict(scores, epoch=epoch + 1, wall_time=time.time() - start))
+          if config.eval.write_images:
+            train_lib.write_images(model, jax.device_get(params), validation, key,
+                                   os.path.join(workdirs[i], "images", f"epoch{epoch + 1:04d}"),
+                                   info.image_shape)
+      if step // every != first // every or evaluate_now or step == total_steps:
+        for i, (writer, store) in enumerate(zip(writers, stores)):
+          writer.flush()
+          store.save(member_state(states, i), {"epoch": step / steps_per_epoch})
+  finally:
+    for writer in writers:
+      writer.flush()
+  train_wall_time = time.time() - start
+  test = splits.load_data(config, "test").images
+  all_results = []
+  for i, (member_config, workdir, writer) in enumerate(zip(configs, workdirs, writers)):
+    state = member_state(states, i)
+    scores = evaluation.evaluate(
+        model, state.params, test, jax.random.fold_in(eval_keys[i], 2**31 - 1),
+        batch_size=config.eval.batch_size,
+        num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
+        chunk_size=config.eval.is_chunk_size)
+    results = dict(scores, step=step, epochs=config.training.num_epochs,
+                   skipped_updates=int(state.skipped), num_test_examples=len(test),
+                   train_wall_time_s=train_wall_time, trained_together=len(members))
+    writer.write(step, "test", results)
+    writer.close()
+    params = jax.device_get(state.params)
+    if config.eval.write_images:
+      train_lib.write_images(model, params, test, eval_keys[i],
+                             os.path.join(workdir, "images", "final"), info.image_shape)
+    path = os.path.join(workdir, "results.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
+    if config.eval.write_figures:
+      from vae_jax.plots import figures  # pylint: disable=g-import-not-at-top
+      figures.write_run_figures(member_config, model, params, os.path.join(workdir, "figures"),
+                                os.path.join(workdir, "metrics.jsonl"))
+    stores[i].close()
+    all_results.append(results)
+  return all_results

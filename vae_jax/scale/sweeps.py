@@ -10,10 +10,13 @@ A sweep is a list of *points*; a point is a dict of dotted config overrides,
       -> 2 points (the i-th values together)
     chain(sweep_a, sweep_b) -> the points of sweep_a, then those of sweep_b
 
-`experiments/sweep.py` runs each point in `<workdir>/<point_name(point)>` and
-calls `aggregate` on their `results.json`: points equal up to their seed form a
-group, and each metric is reported as mean ± std over the group's seeds (the
-sample standard deviation, ddof = 1; undefined for a single seed).
+`experiments/sweep.py` runs each point in `<workdir>/<point_name(point)>`
+(locally or on a Ray cluster), refuses a finished point whose config.json
+differs from the point's config (`recorded_differences`), groups unfinished
+seeds by `checkpoint_step` when it trains them together, and calls `aggregate`
+on their `results.json`: points equal up to their seed form a group, and each
+metric is reported as mean ± std over the group's seeds (the sample standard
+deviation, ddof = 1; undefined for a single seed).
 """
 
 from __future__ import annotations
@@ -136,6 +139,40 @@ def flag_value(value: Any) -> str:
 def override_flags(point: dict) -> list[str]:
   """Command-line flags of the point: ["--config.model.latent_dim=2", ...]."""
   return [f"--config.{field}={flag_value(value)}" for field, value in point.items()]
+
+
+# -- workdirs ------------------------------------------------------------------
+
+# Fields that may differ between a finished point and a relaunch: display and data location.
+UNCOMPARED_FIELDS = ("training.progress_bar", "data.raw_data_dir", "data.data_dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def recorded_differences(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Fields whose value in `<workdir>/config.json` differs from `config` (none if it has none)."""
+  from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    return []
+  recorded = _flat(json.loads(workdir_lib.load_config(workdir).to_json_best_effort()))
+  expected = _flat(json.loads(config.to_json_best_effort()))
+  return [field for field in expected
+          if field not in UNCOMPARED_FIELDS and recorded.get(field) != expected[field]]
+
+
+def checkpoint_step(workdir: str) -> int:
+  """The step of the newest checkpoint folder in `<workdir>/checkpoints` (0 if none)."""
+  folder = os.path.join(workdir, "checkpoints")
+  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+  return max(steps, default=0)
 
 
 # -- aggregation ---------------------------------------------------------------
