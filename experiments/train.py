@@ -9,7 +9,6 @@ Errors the user can fix (bad config values, missing data, an unusable workdir,
 divergence) print one line and exit with status 1.
 """
 
-import sys
 
 from absl import flags
 from ml_collections import config_flags

@@ -13,7 +13,6 @@ signal cases that need the tiny reference run live in test_reliability.py.
 """
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
