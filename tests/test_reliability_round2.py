@@ -270,40 +270,61 @@ def test_non_finite_scores_are_never_reported(scores):
   train.check_finite_scores({"neg_elbo": 90.0, "num_examples": 10}, "fine")
 
 
-@pytest.fixture(scope="module")
-def diverging_config(raw_data, tfds_data_dir):
-  """Valid, but every update overflows θ (a finite loss and gradient, non-finite results)."""
-  def make(policy, steps_per_scan):
-    return tiny_config(raw_data, tfds_data_dir, optimizer__name="sgd",
-                       optimizer__learning_rate=3e38, training__nan_policy=policy,
+# (optimizer fields, the first step whose update is not finite, updates dropped under skip
+# of the 16). Only the first is a valid config; the others bypass `validate` (monkeypatched).
+DIVERGING = {
+    "sgd_overflow": (dict(name="sgd", learning_rate=3e38), 1, 16),
+    "adam_b1_one": (dict(name="adam", b1=1.0), 1, 16),
+    "exponential_negative_decay": (dict(schedule="exponential", decay_rate=-0.5), 2, 15),
+}
+
+
+@pytest.fixture
+def diverging_config(raw_data, tfds_data_dir, monkeypatch):
+  """A tiny run of 16 steps, a checkpoint after every block, under one of DIVERGING."""
+  def make(case, policy, steps_per_scan):
+    if case != "sgd_overflow":
+      monkeypatch.setattr(config_lib, "validate", lambda config: None)
+    overrides = {f"optimizer__{k}": v for k, v in DIVERGING[case][0].items()}
+    return tiny_config(raw_data, tfds_data_dir, training__nan_policy=policy,
                        training__num_epochs=1, training__steps_per_scan=steps_per_scan,
                        training__checkpoint_every_steps=1, eval__is_num_samples=0,
-                       eval__num_examples=100)
+                       eval__num_examples=100, **overrides)
   return make
 
 
-@pytest.mark.parametrize("steps_per_scan", [1, 4])
-def test_loop_stops_before_saving_a_non_finite_state(diverging_config, steps_per_scan, tmp_path):
-  with pytest.raises(train.TrainingDiverged, match="at step 1; the last good checkpoint is step none"):
-    train.train_and_evaluate(diverging_config("stop", steps_per_scan), str(tmp_path))
+@pytest.mark.parametrize("case", sorted(DIVERGING))
+def test_loop_stops_before_saving_a_non_finite_state(diverging_config, case, tmp_path):
+  _, bad_step, _ = DIVERGING[case]
+  good = bad_step - 1 or "none"
+  with pytest.raises(train.TrainingDiverged, match=f"at step {bad_step}; the last good checkpoint is"
+                     f" step {good}"):
+    train.train_and_evaluate(diverging_config(case, "stop", 1), str(tmp_path))
   assert not (tmp_path / "results.json").exists()
-  assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+  steps = sorted(int(p) for p in os.listdir(tmp_path / "checkpoints")) if (
+      tmp_path / "checkpoints").exists() else []
+  assert steps == list(range(1, bad_step))
+  assert_finite_checkpoints(tmp_path, diverging_config(case, "stop", 1))
 
 
-@pytest.mark.parametrize("steps_per_scan", [1, 4])
-def test_loop_skips_non_finite_results_and_reports_only_finite_ones(diverging_config,
-                                                                    steps_per_scan, tmp_path):
-  config = diverging_config("skip", steps_per_scan)
+@pytest.mark.parametrize("case", sorted(DIVERGING))
+def test_loop_skips_non_finite_results_and_reports_only_finite_ones(diverging_config, case,
+                                                                    tmp_path):
+  config = diverging_config(case, "skip", 4)
   results = train.train_and_evaluate(config, str(tmp_path))
-  assert results["skipped_updates"] == 16                # every update overflowed: all dropped
+  assert results["skipped_updates"] == DIVERGING[case][2]
   assert all(np.isfinite(v) for v in results.values() if isinstance(v, float))
-  with checkpoints_lib.CheckpointStore(str(tmp_path), read_only=True) as store:
-    steps = store.steps()
+  assert_finite_checkpoints(tmp_path, config)
+
+
+def assert_finite_checkpoints(workdir, config):
+  if not (workdir / "checkpoints").exists():
+    return
+  with checkpoints_lib.CheckpointStore(str(workdir), read_only=True) as store:
     template = workdir_lib.state_template(config, tiny_config_model(config))
-    for step in steps:
+    for step in store.steps():
       state, _ = store.restore(step, template)
-      assert bool(training.all_finite(state))
-      assert_same_tree(state.params, template.params)     # the initial θ, never updated
+      assert bool(training.all_finite(state)), step
 
 
 def test_a_non_finite_test_evaluation_is_never_written(finished, tmp_path, monkeypatch):
@@ -668,7 +689,7 @@ def test_the_checkpoint_store_is_closed_on_every_error(diverging_config, tmp_pat
   monkeypatch.setattr(checkpoints_lib.CheckpointStore, "close",
                       lambda self: closed.append(self) or original(self))
   with pytest.raises(train.TrainingDiverged):
-    train.train_and_evaluate(diverging_config("stop", 4), str(tmp_path))
+    train.train_and_evaluate(diverging_config("sgd_overflow", "stop", 4), str(tmp_path))
   assert len(closed) == 1
 
 
