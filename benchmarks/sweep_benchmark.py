@@ -106,10 +106,10 @@ class LocalCluster:
     self._wait(lambda: self._count_nodes(nodes))
 
   def _start(self, args):
-    log = open(os.path.join(self.temp_dir, f"node{len(self.nodes)}.log"), "w")
-    self.nodes.append(subprocess.Popen(
-        [str(RAY), "start", *args, f"--dashboard-agent-listen-port={free_port()}"], stdout=log,
-        stderr=subprocess.STDOUT, env=self.env, start_new_session=True))
+    with open(os.path.join(self.temp_dir, f"node{len(self.nodes)}.log"), "w") as log:
+      self.nodes.append(subprocess.Popen(
+          [str(RAY), "start", *args, f"--dashboard-agent-listen-port={free_port()}"], stdout=log,
+          stderr=subprocess.STDOUT, env=self.env, start_new_session=True))
 
   def _count_nodes(self, expected: int):
     status = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,

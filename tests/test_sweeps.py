@@ -187,7 +187,8 @@ def test_jobs_group_a_points_seeds_at_the_same_step(tmp_path):
 
 
 def _records(workdir, split):
-  return [r for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == split]
+  return [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+          if r["split"] == split]
 
 
 def test_seeds_together_equal_separate_points_resume_and_take_the_overrides(

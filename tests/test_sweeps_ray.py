@@ -86,8 +86,8 @@ def test_ray_tasks_retry_dead_workers_and_killed_points_only(cluster, tmp_path):
   assert reported.pop("always_killed").startswith("RayTaskError(ChildProcessError) after 1 retries:")
   assert reported == {"ok": 0, "fails": 3, "process_killed_once": 0, "worker_killed_once": 0,
                       "orphan_once": 0}
-  attempts = {name: [l.split("pid ")[1] for l in open(tmp_path / name / "sweep.log") if l.startswith("# on ")]
-              for name in programs}
+  attempts = {name: [l.split("pid ")[1] for l in (tmp_path / name / "sweep.log").read_text().splitlines()
+                     if l.startswith("# on ")] for name in programs}
   assert {name: len(pids) for name, pids in attempts.items()} == {
       "ok": 1, "fails": 1, "process_killed_once": 2, "worker_killed_once": 2, "always_killed": 2,
       "orphan_once": 2}
@@ -114,10 +114,10 @@ def test_ray_sweep_retries_a_killed_worker_and_aggregates_as_the_local_executor(
   log = (tmp_path / "ray" / "seed=1" / "sweep.log").read_text()
   workers = [line.split("pid ")[1] for line in log.splitlines() if line.startswith("# on ")]
   assert len(workers) == 2 and workers[0] != workers[1], log        # killed once, retried once
-  records = [json.loads(l) for l in open(tmp_path / "ray" / "seed=1" / "metrics.jsonl")]
+  records = [json.loads(l) for l in (tmp_path / "ray" / "seed=1" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 33))  # resumed at 16
 
-  aggregated = {e: json.load(open(tmp_path / e / "sweep.json")) for e in ("local", "ray")}
+  aggregated = {e: json.loads((tmp_path / e / "sweep.json").read_text()) for e in ("local", "ray")}
   assert _numbers(aggregated["ray"]["rows"]) == _numbers(aggregated["local"]["rows"])   # exactly
   assert aggregated["ray"]["header"]["launcher"] == {
       "executor": "ray", "overrides": [], "ray_address": cluster.address, "cpus_per_point": 1.0,
