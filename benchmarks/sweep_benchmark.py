@@ -91,7 +91,16 @@ class LocalCluster:
   end every Ray process of the machine by name).
   """
 
-  def __init__(self, nodes: int = 1, cpus_per_node: int = 1, env: dict | None = None):
+  def __init__(self, nodes: int = 1, cpus_per_node: int = 1, env: dict | None = None, attempts: int = 2):
+    # On a loaded machine a node can die while it starts (seen once in CI): start afresh once more.
+    for attempt in range(attempts):
+      try:
+        return self._launch(nodes, cpus_per_node, env)
+      except RuntimeError:
+        if attempt == attempts - 1:
+          raise
+
+  def _launch(self, nodes: int, cpus_per_node: int, env: dict | None) -> None:
     self.temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a limit
     self.port = free_port()
     self.address = f"127.0.0.1:{self.port}"

@@ -151,6 +151,12 @@ def parse_config(args):
     raise ValueError(f"{' '.join(args[:1])}: {text[-1] if text else type(e).__name__}") from e
 
 
+def _last_wins(args: list[str]) -> list[str]:
+  """Each --flag once, with its last value (experiments.train refuses a flag given twice)."""
+  last = {arg.split("=", 1)[0]: i for i, arg in enumerate(args)}
+  return [arg for i, arg in enumerate(args) if last[arg.split("=", 1)[0]] == i]
+
+
 def train_command(cell: Cell, epochs: int, workdir: str, extra=(),
                   curve_points: int = 12) -> tuple[list[str], int]:
   """The experiments.train command of `cell` and the step it ends at.
@@ -161,15 +167,15 @@ def train_command(cell: Cell, epochs: int, workdir: str, extra=(),
   """
   from vae_jax.datasets import data as data_lib  # pylint: disable=g-import-not-at-top
   from vae_jax.datasets import splits  # pylint: disable=g-import-not-at-top
-  args = [f"--config={cell.config}", *PROTOCOL, f"--config.training.num_epochs={epochs}", *extra]
+  args = _last_wins([f"--config={cell.config}", *PROTOCOL, f"--config.training.num_epochs={epochs}", *extra])
   config = parse_config(args)
   steps_per_epoch = data_lib.num_batches(len(splits.load_data(config, "train").images),
                                          config.training.batch_size)
   every = max(1, epochs // curve_points)
-  args += [f"--config.training.eval_every_epochs={every}",
-           f"--config.training.keep_checkpoints_every_steps={every * steps_per_epoch}",
-           f"--config.training.log_every_steps={steps_per_epoch}",
-           "--config.training.progress_bar=False", "--config.training.tensorboard=False"]
+  args = _last_wins(args + [f"--config.training.eval_every_epochs={every}",
+                            f"--config.training.keep_checkpoints_every_steps={every * steps_per_epoch}",
+                            f"--config.training.log_every_steps={steps_per_epoch}",
+                            "--config.training.progress_bar=False", "--config.training.tensorboard=False"])
   return ["python", "-m", "experiments.train", *args, f"--workdir={workdir}"], epochs * steps_per_epoch
 
 

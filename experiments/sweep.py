@@ -238,7 +238,7 @@ def run_ray(jobs: list[Job], report, address: str = "auto", cpus: float = 1.0, g
   """
   import ray  # pylint: disable=g-import-not-at-top
   if __name__ != "__main__":   # imported (a test): ship this module's code to the workers
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's own task transport; no pickle of files
   fix = "start a cluster (BUILD.md, `ray start --head`) or give --ray_address=HOST:PORT of its head."
   host, _, port = address.rpartition(":")
   if port.isdigit():   # ray.init would retry an unreachable head for minutes

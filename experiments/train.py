@@ -220,6 +220,9 @@ def main(argv):
   if _SHOW_CONFIG.value:
     print(config_table(_CONFIG.value, _MARKDOWN.value), end="" if _MARKDOWN.value else "\n")
     return
+  if _WORKDIR.value == "":
+    raise ValueError("--workdir is empty; give the folder for checkpoints, metrics and images,"
+                     " e.g. --workdir=workdirs/quick")
   if not _WORKDIR.value:
     raise ValueError("--workdir is required; give the folder for checkpoints, metrics and images,"
                      " e.g. --workdir=workdirs/quick")

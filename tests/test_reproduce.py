@@ -151,7 +151,12 @@ def test_a_cell_is_stopped_resumed_published_and_held_to_its_budget(raw_data, tf
   cell = reproduce.Cell("tiny", "a tiny VAE", str(tmp_path / "tiny.py"), 86.76, 0.0)
   command, final_step = reproduce.train_command(cell, 2, "w", TINY_EXTRA, curve_points=2)
   assert final_step == 2 * (256 // 32)
-  assert command[3:9] == [f"--config={cell.config}", *reproduce.PROTOCOL, "--config.training.num_epochs=2"]
+  names = [arg.split("=", 1)[0] for arg in command[3:]]
+  assert len(names) == len(set(names))   # each flag once: experiments.train refuses repeats
+  overridden = {arg.split("=", 1)[0] for arg in TINY_EXTRA}
+  kept = [arg for arg in reproduce.PROTOCOL if arg.split("=", 1)[0] not in overridden]
+  assert [arg for arg in command if arg in kept] == kept and set(TINY_EXTRA) <= set(command)
+  assert command[3] == f"--config={cell.config}" and "--config.training.num_epochs=2" in command
   assert "--config.training.keep_checkpoints_every_steps=8" in command   # one kept checkpoint per epoch
 
   root = str(tmp_path / "work")

@@ -51,6 +51,7 @@ from vae_jax.run import metrics as metrics_lib
 from vae_jax.run import optimizers
 from vae_jax.run import train as train_lib
 from vae_jax.run import training
+from vae_jax.run import workdir as workdir_lib
 
 MEMBER_FIELDS = ("seed", "objective.beta", "optimizer.learning_rate")
 MEMBER_AXIS = "members"   # the vmap axis name; build step_fn with member_axis=MEMBER_AXIS
@@ -227,22 +228,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, members: Sequence[dict
   steps_per_epoch = data_lib.num_batches(len(images), batch_size)
   total_steps = config.training.num_epochs * steps_per_epoch
   for member_config, workdir in zip(configs, workdirs):
-    train_lib._prepare_workdir(member_config, workdir)  # pylint: disable=protected-access
+    workdir_lib.prepare(workdir)
+    workdir_lib.changed_fields(workdir_lib.previous_config(workdir), member_config, workdir)
   optimizer = optimizers.make_optimizer(config.optimizer, total_steps)
   learning_rates = values["optimizer.learning_rate"] if config.optimizer.schedule == "constant" else None
-  states = init_states(model, optimizer, values["seed"], values["objective.beta"], learning_rates)
+  states = init_states(model, optimizer, values["seed"], values["objective.beta"], learning_rates,
+                       ema=config.training.ema_decay > 0)
   stores = [checkpoints_lib.CheckpointStore(w, config.training.keep_checkpoints,
                                             config.training.keep_checkpoints_every_steps)
             for w in workdirs]
   states = _restore(stores, states, workdirs)
   for member_config, workdir in zip(configs, workdirs):
-    train_lib._write_config(member_config, workdir)  # pylint: disable=protected-access
+    workdir_lib.write_json(os.path.join(workdir, "config.json"), json.loads(member_config.to_json_best_effort()))
   step = int(states.step[0])
-  train_epoch = vmap_train_steps(training.make_step_fn(
-      model, optimizer, objective=config.objective.name,
-      num_samples=config.objective.num_samples,
-      kl_warmup_steps=config.objective.kl_warmup_steps,
-      dynamic_binarization=info.dynamic_binarization, member_axis=MEMBER_AXIS))
+  train_epoch = vmap_train_steps(training.step_fn_from_config(config, model, optimizer, member_axis=MEMBER_AXIS))
   writers = [metrics_lib.MetricsWriter(w, step, config.training.tensorboard) for w in workdirs]
   validation = splits.load_data(config, "validation").images
   eval_keys = [jax.random.fold_in(jax.random.PRNGKey(seed), 2) for seed in values["seed"]]
@@ -259,12 +258,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, members: Sequence[dict
       evaluate_now = (epoch + 1) % config.training.eval_every_epochs == 0
       for i, (member_config, writer) in enumerate(zip(configs, writers)):
         own = {name: array[i] for name, array in measured.items()}
-        train_lib._check_finite(member_config, own, first, stores[i])  # pylint: disable=protected-access
+        if member_config.training.nan_policy == "stop":
+          train_lib._stop_if_diverged(own, True, first, step - first, stores[i])  # pylint: disable=protected-access
         writer.write_many("train", (
             (t, {name: v[t - first - 1] for name, v in own.items()})
             for t in range(first + 1, step + 1) if t % config.training.log_every_steps == 0))
         if evaluate_now:
-          params, key = member_state(states, i).params, jax.random.fold_in(eval_keys[i], step)
+          params, key = training.eval_params(member_state(states, i)), jax.random.fold_in(eval_keys[i], step)
           scores = evaluation.evaluate(model, params, validation, key, batch_size=config.eval.batch_size)
           writer.write(step, "validation", dict(scores, epoch=epoch + 1, wall_time=time.time() - start))
           if config.eval.write_images:
@@ -284,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, members: Sequence[dict
   for i, (member_config, workdir, writer) in enumerate(zip(configs, workdirs, writers)):
     state = member_state(states, i)
     scores = evaluation.evaluate(
-        model, state.params, test, jax.random.fold_in(eval_keys[i], 2**31 - 1),
+        model, training.eval_params(state), test, jax.random.fold_in(eval_keys[i], 2**31 - 1),
         batch_size=config.eval.batch_size,
         num_samples=(config.eval.is_num_samples or None) if model.stochastic else None,
         chunk_size=config.eval.is_chunk_size)
@@ -293,7 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, members: Sequence[dict
                    train_wall_time_s=train_wall_time, trained_together=len(members))
     writer.write(step, "test", results)
     writer.close()
-    params = jax.device_get(state.params)
+    params = jax.device_get(training.eval_params(state))
     if config.eval.write_images:
       train_lib.write_images(model, params, test, eval_keys[i],
                              os.path.join(workdir, "images", "final"), info.image_shape)
