@@ -142,11 +142,12 @@ def previous_config(workdir: str) -> dict | None:
   return json.loads(filled.to_json_best_effort())
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flat_fields(tree: dict, prefix: str = "") -> dict:
+  """{dotted name: value} of a nested dict (a config as JSON)."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      flat.update(_flat(value, f"{prefix}{key}."))
+      flat.update(flat_fields(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat
@@ -164,7 +165,7 @@ def changed_fields(previous: dict | None, config: ml_collections.ConfigDict,
   """
   if previous is None:
     return []
-  before, now = _flat(previous), _flat(json.loads(config.to_json_best_effort()))
+  before, now = flat_fields(previous), flat_fields(json.loads(config.to_json_best_effort()))
   changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
   defining = [k for k in changed if k not in FREE_FIELDS | EVAL_FIELDS | {EPOCHS, NAN_POLICY}]
   if defining:
@@ -192,7 +193,7 @@ def rerun_plan(previous: dict | None, config: ml_collections.ConfigDict, *, step
   if previous is None:
     return "train" if step < total_steps else "done"
   changed = changed_fields(previous, config, workdir)
-  before, now = _flat(previous), _flat(json.loads(config.to_json_best_effort()))
+  before, now = flat_fields(previous), flat_fields(json.loads(config.to_json_best_effort()))
   if NAN_POLICY in changed and skipped:
     raise WorkdirError(
         f"workdir {workdir} holds a run that skipped {skipped} non-finite updates under"

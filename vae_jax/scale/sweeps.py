@@ -147,23 +147,13 @@ def override_flags(point: dict) -> list[str]:
 UNCOMPARED_FIELDS = ("training.progress_bar", "data.raw_data_dir", "data.data_dir")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flat(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
 def recorded_differences(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Fields whose value in `<workdir>/config.json` differs from `config` (none if it has none)."""
   from vae_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   if not os.path.exists(os.path.join(workdir, "config.json")):
     return []
-  recorded = _flat(json.loads(workdir_lib.load_config(workdir).to_json_best_effort()))
-  expected = _flat(json.loads(config.to_json_best_effort()))
+  recorded = workdir_lib.flat_fields(json.loads(workdir_lib.load_config(workdir).to_json_best_effort()))
+  expected = workdir_lib.flat_fields(json.loads(config.to_json_best_effort()))
   return [field for field in expected
           if field not in UNCOMPARED_FIELDS and recorded.get(field) != expected[field]]
 
